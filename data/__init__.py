@@ -1,0 +1,44 @@
+"""Data set registry: `dataset.name` -> (module, config dataclass, loader).
+
+Loaders are `load(cfg, data_cfg, device) -> DataBundle` (docs/CONTRACTS.md).
+"""
+from __future__ import annotations
+
+import importlib
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+DATASETS: dict[str, tuple[str, str, str]] = {
+    "double_moon": ("data.synthetic", "SyntheticConfig", "load"),
+    "spiral": ("data.synthetic", "SyntheticConfig", "load"),
+    "spiral_hard": ("data.synthetic", "SyntheticConfig", "load"),
+    "circles": ("data.synthetic", "SyntheticConfig", "load"),
+    "digits": ("data.vision", "DigitsConfig", "load_digits"),
+    "mnist": ("data.vision", "IDXConfig", "load_idx"),
+    "fashion_mnist": ("data.vision", "IDXConfig", "load_idx"),
+    "cifar10": ("data.cifar", "CIFARConfig", "load"),
+    "cifar100": ("data.cifar", "CIFARConfig", "load"),
+    "imdb": ("data.imdb", "IMDBConfig", "load"),
+    "multi30k": ("data.multi30k", "Multi30kConfig", "load"),
+    "nci1": ("data.graphs", "TUConfig", "load"),
+    "reddit_binary": ("data.graphs", "TUConfig", "load"),
+}
+
+
+def _entry(name: str):
+    if name not in DATASETS:
+        raise ValueError(f"dataset.name={name!r} is unknown; allowed: {sorted(DATASETS)}")
+    module, schema, loader = DATASETS[name]
+    mod = importlib.import_module(module)
+    return getattr(mod, schema), getattr(mod, loader)
+
+
+def validate_dataset_config(cfg: DictConfig) -> DictConfig:
+    schema, _ = _entry(cfg.name)
+    return OmegaConf.merge(OmegaConf.structured(schema), cfg)
+
+
+def load_data(cfg: DictConfig, data_cfg: DictConfig, device: torch.device):
+    schema, loader = _entry(cfg.name)
+    return loader(OmegaConf.merge(OmegaConf.structured(schema), cfg), data_cfg, device)

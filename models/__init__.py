@@ -1,0 +1,43 @@
+"""Model registry: `model.name` -> (module, config dataclass, builder).
+
+Each entry's config dataclass is the schema of the `model:` node: unknown keys and wrong types
+fail before training. Modules are imported lazily so that, e.g., a run without graphs never
+imports torch_geometric.
+"""
+from __future__ import annotations
+
+import importlib
+
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+# name: (module, config class, builder function)
+MODELS: dict[str, tuple[str, str, str]] = {
+    "fcn": ("models.fcn", "FCNConfig", "build"),
+    "dfa_fcn": ("models.dfa", "DFAConfig", "build"),
+    "rnn": ("models.rnn", "RNNConfig", "build"),
+    "transformer_cls": ("models.text_classifier", "TransformerClassifierConfig", "build"),
+    "awnn_mlp": ("models.awnn", "AdaptiveMLPConfig", "build"),
+    "resnet20": ("models.resnet", "ResNet20Config", "build"),
+    "gin": ("models.gin", "GINConfig", "build"),
+    "seq2seq": ("models.seq2seq", "Seq2SeqConfig", "build"),
+}
+
+
+def _entry(name: str):
+    if name not in MODELS:
+        raise ValueError(f"model.name={name!r} is unknown; allowed: {sorted(MODELS)}")
+    module, schema, builder = MODELS[name]
+    mod = importlib.import_module(module)
+    return getattr(mod, schema), getattr(mod, builder)
+
+
+def validate_model_config(cfg: DictConfig) -> DictConfig:
+    """Merge `cfg` onto its schema: raises with the offending key/value on a mismatch."""
+    schema, _ = _entry(cfg.name)
+    return OmegaConf.merge(OmegaConf.structured(schema), cfg)
+
+
+def build_model(cfg: DictConfig, info: dict) -> nn.Module:
+    schema, builder = _entry(cfg.name)
+    return builder(OmegaConf.merge(OmegaConf.structured(schema), cfg), info)
