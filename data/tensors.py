@@ -80,15 +80,24 @@ def stratified_indices(labels: Tensor, fraction: float, seed: int) -> Tensor:
     return torch.sort(torch.cat(keep)).values
 
 
-def stratified_split(labels: Tensor, holdout: float, seed: int) -> tuple[Tensor, Tensor]:
-    """Split indices into (keep, holdout) with `holdout` of each class in the second part."""
+def stratified_split(labels: Tensor, holdout: float | int, seed: int) -> tuple[Tensor, Tensor]:
+    """Split indices into (keep, held): `holdout` is a fraction, or an exact count (int >= 1).
+
+    Each class contributes in proportion to its size (largest remainder, so counts are exact).
+    """
     labels = labels.cpu()
+    classes, counts = torch.unique(labels, return_counts=True)
+    total = round(holdout * len(labels)) if isinstance(holdout, float) else int(holdout)
+    if not 0 <= total <= len(labels):
+        raise ValueError(f"holdout={holdout} is outside [0, {len(labels)}] samples")
+    quota = counts.double() * total / len(labels)
+    per_class = quota.floor().long()
+    per_class[torch.argsort(quota - per_class, descending=True)[: total - int(per_class.sum())]] += 1
     g = torch.Generator().manual_seed(seed)
     keep, held = [], []
-    for c in torch.unique(labels):
+    for c, k in zip(classes, per_class.tolist()):
         members = torch.nonzero(labels == c).flatten()
         members = members[torch.randperm(len(members), generator=g)]
-        k = round(holdout * len(members))
         held.append(members[:k])
         keep.append(members[k:])
     return torch.sort(torch.cat(keep)).values, torch.sort(torch.cat(held)).values

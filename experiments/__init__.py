@@ -1,0 +1,19 @@
+"""Runner, records, tables. Importing the package registers the config resolvers:
+
+`${budget:PAPER,QUICK,SMOKE}` picks the value for the run's profile (profile.name), so an
+experiment file states its budget for each profile in one line: `epochs: ${budget:500,15,1}`.
+"""
+from omegaconf import OmegaConf
+
+from experiments.schema import PROFILES
+
+
+def _budget(paper, quick, smoke, *, _root_):
+    name = _root_.profile.name
+    if name not in PROFILES:
+        raise ValueError(f"profile.name={name!r}; allowed: {list(PROFILES)}")
+    return {"paper": paper, "quick": quick, "smoke": smoke}[name]
+
+
+if not OmegaConf.has_resolver("budget"):
+    OmegaConf.register_new_resolver("budget", _budget)

@@ -1,0 +1,160 @@
+"""Structured-config schemas: every section of a run's config is typed and checked before training.
+
+`dataset:` and `model:` have one schema per registered name (data/__init__.py, models/__init__.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULERS = ("none", "step", "multistep", "plateau")
+PENALTIES = ("none", "l1", "l2")
+ORDERS = ("forward", "reverse", "random")
+PROFILES = ("paper", "quick", "smoke")
+LOGGERS = ("csv", "wandb")
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = "none"
+    step_size: int = 1            # step: decay every step_size epochs
+    gamma: float = 0.1            # step / multistep factor
+    milestones: list[int] = field(default_factory=list)
+    factor: float = 0.9           # plateau
+    patience: int = 10            # plateau
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "sgd"
+    lr: float = 1e-3
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+
+
+@dataclass
+class AWNNRegimeConfig:
+    enabled: bool = False
+    sigma_theta: float = 1.0          # weight prior std (AWNN eq. 13)
+    nu_prior_mu: Optional[float] = None    # Gaussian prior on ν; None = uninformative
+    nu_prior_sigma: Optional[float] = None
+    n_train: Optional[int] = None     # N in the ELBO; None = training-set size
+    compress_start: Optional[int] = None   # online compression (AWNN §5.3): epoch to switch the ν prior on
+    compress_end: Optional[int] = None     # epoch by which σν reaches compress_factor × its start
+    compress_mu: float = 0.05
+    compress_sigma: float = 1.0
+    compress_factor: float = 0.1
+
+
+@dataclass
+class RegimeConfig:
+    name: str = "plain"
+    penalty: str = "none"             # none | l1 | l2 (added to the loss)
+    coeff: float = 1e-5
+    fb_start: bool = False            # full balance before training (NB Fig. 1)
+    balance_every: int = 0            # partial balancing every k epochs (0 = off; NB Table 1)
+    balance_p: int = 2                # the Lp cost the balancing minimises
+    balance_order: str = "forward"
+    include_bias: bool = True         # False = the authors' (not function-preserving) behaviour
+    fb_tol: float = 1e-6
+    fb_max_sweeps: int = 100000
+    record_ratios: bool = False       # per-neuron ||in||/||out|| every epoch (NB toy figure)
+    awnn: AWNNRegimeConfig = field(default_factory=AWNNRegimeConfig)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    eval_batch_size: int = 4096
+    grad_clip: float = 0.0            # 0 = off
+    patience: int = 0                 # early stopping on the validation metric (0 = off)
+    eval_train: bool = False          # also evaluate on the full training split each epoch
+
+
+@dataclass
+class DataConfig:
+    root: str = "datasets"            # raw files; relative paths are relative to the project root
+    cache: str = "results/cache"      # processed tensors, tokenizers, fold files
+    download: bool = True
+
+
+@dataclass
+class RunControl:
+    results_dir: str = "results"
+    device: str = "auto"              # auto | cpu | cuda | cuda:<k>
+    checkpoint_interval_s: float = 60.0   # checkpoint at most this often (and always at the end)
+    progress: bool = True
+    force: bool = False               # rerun even if a finished record exists
+    threads: int = 0                  # torch CPU threads (0 = library default)
+
+
+@dataclass
+class ProfileConfig:
+    name: str = "quick"
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "csv"
+    project: str = "balance-width"
+    entity: Optional[str] = None
+    mode: str = "auto"                # auto: online if an API key is set, else offline
+
+
+@dataclass
+class Config:
+    experiment: str = "adhoc"
+    seed: int = 0
+    dataset: Any = None
+    model: Any = None
+    regime: RegimeConfig = field(default_factory=RegimeConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    run: RunControl = field(default_factory=RunControl)
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    table: Any = None                 # table spec of an experiment (experiments/tables.py)
+
+
+def _check(value, allowed, key):
+    if value not in allowed:
+        raise ValueError(f"{key}={value!r} is not allowed; allowed: {list(allowed)}")
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """Type-check the whole config and every choice against what exists. Returns a typed copy."""
+    from data import validate_dataset_config
+    from models import validate_model_config
+
+    if cfg.get("dataset") is None or cfg.get("model") is None:
+        raise ValueError("config needs a dataset and a model (e.g. dataset=digits model=fcn)")
+    body = {k: v for k, v in cfg.items() if k not in ("dataset", "model", "table", "hydra")}
+    typed = OmegaConf.merge(OmegaConf.structured(Config), body)
+    typed.dataset = validate_dataset_config(cfg.dataset)
+    typed.model = validate_model_config(cfg.model)
+    typed.table = cfg.get("table")
+    _check(typed.optimizer.name, OPTIMIZERS, "optimizer.name")
+    _check(typed.optimizer.scheduler.name, SCHEDULERS, "optimizer.scheduler.name")
+    _check(typed.regime.penalty, PENALTIES, "regime.penalty")
+    _check(typed.regime.balance_order, ORDERS, "regime.balance_order")
+    _check(typed.regime.balance_p, (1, 2, 3, 4), "regime.balance_p")
+    _check(typed.profile.name, PROFILES, "profile.name")
+    _check(typed.logger.name, LOGGERS, "logger.name")
+    for key, value in (("train.epochs", typed.train.epochs), ("train.batch_size", typed.train.batch_size),
+                       ("optimizer.lr", typed.optimizer.lr)):
+        if value <= 0:
+            raise ValueError(f"{key}={value} must be > 0")
+    if typed.regime.balance_every < 0:
+        raise ValueError(f"regime.balance_every={typed.regime.balance_every} must be >= 0")
+    if not 0 < typed.dataset.get("fraction", 1.0) <= 1:
+        raise ValueError(f"dataset.fraction={typed.dataset.fraction} must be in (0, 1]")
+    return typed
