@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -65,6 +66,7 @@ class RegimeConfig:
     include_bias: bool = True         # False = the authors' (not function-preserving) behaviour
     fb_tol: float = 1e-6
     fb_max_sweeps: int = 100000
+    balance_full: bool = False        # balance_every epochs: a full balance instead of one sweep
     record_ratios: bool = False       # per-neuron ||in||/||out|| every epoch (NB toy figure)
     awnn: AWNNRegimeConfig = field(default_factory=AWNNRegimeConfig)
 
@@ -123,6 +125,11 @@ class Config:
     profile: ProfileConfig = field(default_factory=ProfileConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     table: Any = None                 # table spec of an experiment (experiments/tables.py)
+
+
+# The schema is the first entry of conf/config.yaml's defaults list: every key exists (so any
+# can be overridden) and every value is type-checked while Hydra composes.
+ConfigStore.instance().store(name="schema", node=Config)
 
 
 def _check(value, allowed, key):

@@ -26,8 +26,9 @@ import numpy as np
 import pandas as pd
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 import experiments  # noqa: F401  (resolvers)
 from data.paths import PROJECT_ROOT, resolve
@@ -61,23 +62,53 @@ def _compose(overrides: list[str], hydra_config: bool = False) -> DictConfig:
     return compose("config", overrides=overrides, return_hydra_config=hydra_config)
 
 
+def _is_group(key: str) -> bool:
+    return (Path(CONF_DIR) / key.lstrip("+~")).is_dir()
+
+
+def overrides_groups(overrides: list[str]) -> list[str]:
+    return [o for o in overrides if _is_group(o.split("=", 1)[0])]
+
+
 def expected_jobs(experiment: str, overrides: list[str]) -> tuple[DictConfig, list[Job]]:
     """Compose the experiment, expand its grids, and locate every expected run directory."""
-    from hydra_plugins.grid_sweeper.grid_sweeper import expand
+    from hydra_plugins.grid_sweeper.grid_sweeper import expand, select
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         base = _compose([f"experiment={experiment}", *overrides], hydra_config=True)
         sweeper = base.hydra.sweeper
         grids = OmegaConf.to_container(sweeper.grids, resolve=True) if "grids" in sweeper else []
+        only = sweeper.get("only")
+        grids = select(grids, list(only) if only is not None else None)
         seeds = sweeper.get("seeds", 1)
+        task_overrides = [o for o in overrides if not o.startswith("hydra.")]
         jobs = []
-        for job_overrides in expand(grids, seeds, overrides):
-            full = [f"experiment={experiment}", *job_overrides]
-            composed = _compose(full, hydra_config=True)
-            choices = {k: v for k, v in composed.hydra.runtime.choices.items()
-                       if not k.startswith("hydra/") and v is not None}
-            cfg = validate(_compose(full))
+        by_groups: dict[tuple, tuple[DictConfig, dict]] = {}
+        by_config: dict[tuple, DictConfig] = {}
+        parser = OverridesParser.create()
+        for job_overrides in expand(grids, seeds, task_overrides):
+            # Composing is slow: compose once per combination of config-group choices, apply
+            # the value overrides with OmegaConf, validate once per configuration (seeds aside).
+            groups = tuple(o for o in job_overrides if _is_group(o.split("=", 1)[0]))
+            values = [o for o in job_overrides if o not in groups and not o.startswith("seed=")]
+            if groups not in by_groups:
+                composed = _compose([f"experiment={experiment}", *groups, *overrides_groups(overrides)],
+                                    hydra_config=True)
+                choices = {k: v for k, v in composed.hydra.runtime.choices.items()
+                           if not k.startswith("hydra/") and v is not None}
+                with open_dict(composed):
+                    del composed["hydra"]
+                by_groups[groups] = (composed, choices)
+            composed, choices = by_groups[groups]
+            config_key = (groups, tuple(values))
+            if config_key not in by_config:
+                cfg = composed.copy()
+                for override in parser.parse_overrides(values):
+                    OmegaConf.update(cfg, override.get_key_element().lstrip("+~"), override.value(), merge=True)
+                by_config[config_key] = validate(cfg)
+            cfg = by_config[config_key].copy()
+            cfg.seed = next((int(o.split("=", 1)[1]) for o in job_overrides if o.startswith("seed=")), cfg.seed)
             jobs.append(Job(job_overrides, cfg, choices, records.run_dir(cfg)))
     GlobalHydra.instance().clear()
     return base, jobs
@@ -137,13 +168,16 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def row_metric(spec, r: tuple) -> str:
+    """The metric of a row: `row_metric` may override `metric` per row (e.g. a loss row)."""
+    return (spec.get("row_metric") or {}).get("/".join(r), spec.metric)
+
+
 def build_cells(spec, jobs: list[Job]) -> dict[tuple, dict[tuple, Cell]]:
     rows, cols = list(spec.rows), list(spec.cols)
-    metric = spec.metric
-    direction = "min" if metric.endswith("loss") else "max"
-    select_by = spec.get("select_by") or f"val_{metric.split('_', 1)[1]}"
     report = spec.get("report", "final")
-    varying = _varying_keys(jobs, exclude=set(rows) | set(cols) | {"seed"})
+    replicates = set(spec.get("replicates") or ["seed"])
+    varying = _varying_keys(jobs, exclude=set(rows) | set(cols) | replicates)
 
     grouped: dict[tuple, dict[tuple, dict[tuple, list[Job]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for job in jobs:
@@ -151,10 +185,12 @@ def build_cells(spec, jobs: list[Job]) -> dict[tuple, dict[tuple, Cell]]:
 
     table: dict[tuple, dict[tuple, Cell]] = defaultdict(dict)
     for r, by_col in grouped.items():
+        metric = row_metric(spec, r)
+        select_by = spec.get("select_by") or f"val_{metric.split('_', 1)[1]}"
         for c, by_config in by_col.items():
             candidates = [_cell(spec, jobs_, metric, select_by, report) for jobs_ in by_config.values()]
             for cand, conf in zip(candidates, by_config.keys()):
-                cand.config = ", ".join(f"{k}={v}" for k, v in zip(varying, conf))
+                cand.config = ", ".join(f"{k}={v}" for k, v in zip(varying, conf) if v != "None")
             if len(candidates) == 1:
                 table[r][c] = candidates[0]
                 continue
@@ -241,7 +277,6 @@ def welch_interval(a: list[float], b: list[float], level: float = 0.95) -> tuple
 
 def render(spec, table, profile: str, environment: str) -> tuple[str, pd.DataFrame]:
     metric = spec.metric
-    direction = "min" if metric.endswith("loss") else "max"
     row_keys = _ordered(list(table), spec.get("row_order"))
     col_keys = _ordered(sorted({c for by_col in table.values() for c in by_col}), spec.get("col_order"))
     lines = [f"# {spec.title}", "",
@@ -252,6 +287,8 @@ def render(spec, table, profile: str, environment: str) -> tuple[str, pd.DataFra
     lines += [header, "|" + "---|" * (len(col_keys) + 1)]
     records_ = []
     for r in row_keys:
+        r_metric = row_metric(spec, r)
+        direction = "min" if r_metric.endswith("loss") else "max"
         cells = []
         for c in col_keys:
             cell = table[r].get(c)
@@ -273,7 +310,7 @@ def render(spec, table, profile: str, environment: str) -> tuple[str, pd.DataFra
                 text += f"<br><sub>{cell.config}</sub>"
             cells.append(text)
             records_.append({"row": _label(spec, "row", r), "col": _label(spec, "col", c),
-                             "metric": metric, "mean_final": mean, "std_final": std, "n": cell.n,
+                             "metric": r_metric, "mean_final": mean, "std_final": std, "n": cell.n,
                              "expected": cell.expected, "best_epoch_mean_curve": best, "paper": paper,
                              **{f"n_{s}": k for s, k in cell.statuses.items()},
                              **{f"{e}_mean": float(np.mean(v)) for e, v in cell.extra.items()},
@@ -345,7 +382,7 @@ def plot_curves(spec, jobs: list[Job], path: Path) -> None:
 
 # --------------------------------------------------------------------------- entry points
 def build(experiment: str, overrides: list[str] | None = None) -> Path | None:
-    overrides = [o for o in (overrides or []) if not o.startswith(("experiment=", "hydra"))]
+    overrides = [o for o in (overrides or []) if not o.startswith("experiment=")]
     base, jobs = expected_jobs(experiment, overrides)
     spec = base.get("table")
     if spec is None:
@@ -388,8 +425,8 @@ class BuildTablesCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         if config.get("table") is None or config.experiment == "adhoc":
             return
-        overrides = [o for o in config.hydra.overrides.task
-                     if not o.startswith("experiment=")]
+        overrides = [o for o in config.hydra.overrides.task if not o.startswith("experiment=")]
+        overrides += [o for o in config.hydra.overrides.hydra if o.startswith("hydra.sweeper.")]
         try:
             build(config.experiment, overrides)
         except Exception as err:  # a table problem must not hide the sweep's own results

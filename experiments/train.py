@@ -108,6 +108,7 @@ def fit(ctx: RunContext, regime, scheduler, state: LoopState, generator: torch.G
                 penalty = regime.penalty(ctx)
                 if penalty is not None:
                     total = loss + penalty
+                del penalty
             ctx.optimizer.zero_grad(set_to_none=True)
             total.backward()
             if clip > 0:
@@ -118,6 +119,9 @@ def fit(ctx: RunContext, regime, scheduler, state: LoopState, generator: torch.G
             loss_sum += loss.detach()
             steps += 1
             ctx.step += 1
+            # Drop this step's graph now: an AWNN resize may swap parameter storage, and a graph
+            # kept alive into the next forward would hand autograd stale shapes.
+            del loss, total
         extra = regime.on_epoch_end(ctx, epoch)
         train_loss = (loss_sum / max(steps, 1)).item()  # the epoch's one sync point
         epoch_time = time.perf_counter() - start

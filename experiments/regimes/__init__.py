@@ -25,7 +25,7 @@ def build_regime(cfg) -> Composite:
 
         parts.append(PartialBalancing(p=cfg.balance_p, every=cfg.balance_every,
                                       order=cfg.balance_order, include_bias=cfg.include_bias,
-                                      record_ratios=cfg.record_ratios))
+                                      record_ratios=cfg.record_ratios, full=cfg.balance_full))
     if cfg.awnn.enabled:
         from experiments.regimes.awnn import AWNNRegime
 

@@ -8,9 +8,10 @@ experiment file lists them:
       sweeper:
         seeds: ${budget:8,3,1}          # seed=0..seeds-1 is crossed with every grid
         grids:
-          - {model: fcn2,fcn3,fcn5, regime: plain,l1,l2}
-          - {...}
+          fcn: {model: "fcn2,fcn3,fcn5", regime: "plain,l1,l2"}
+          tuned: {...}
 
+`grids` may also be a mapping name -> grid; `hydra.sweeper.only=[name,...]` then runs a subset.
 Command-line sweep arguments replace the same key in every grid (`seed=0` runs one seed).
 The same expansion (`expand`) tells the table builder which runs a table expects.
 """
@@ -35,10 +36,23 @@ class GridSweeperConf:
     _target_: str = "hydra_plugins.grid_sweeper.grid_sweeper.GridSweeper"
     max_batch_size: Optional[int] = None
     seeds: int = 1
-    grids: List[Any] = field(default_factory=list)
+    grids: Any = field(default_factory=dict)
+    only: Optional[List[str]] = None
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="grid", node=GridSweeperConf, provider="grid_sweeper")
+
+
+def select(grids, only=None) -> list:
+    """The grids to run: all of a list; of a mapping, those named in `only` (all when None)."""
+    if isinstance(grids, dict):
+        unknown = sorted(set(only or []) - set(grids))
+        if unknown:
+            raise ValueError(f"hydra.sweeper.only={unknown} names no grid; grids: {list(grids)}")
+        return [g for name, g in grids.items() if only is None or name in only]
+    if only is not None:
+        raise ValueError("hydra.sweeper.only needs named grids (a mapping) in the experiment file")
+    return list(grids)
 
 
 def expand(grids, seeds: int, arguments: list[str], config_loader=None) -> list[list[str]]:
@@ -62,11 +76,12 @@ def expand(grids, seeds: int, arguments: list[str], config_loader=None) -> list[
 
 
 class GridSweeper(BasicSweeper):
-    def __init__(self, max_batch_size: Optional[int] = None, seeds: int = 1, grids=None):
+    def __init__(self, max_batch_size: Optional[int] = None, seeds: int = 1, grids=None, only=None):
         super().__init__(max_batch_size=max_batch_size, params=None)
         self.seeds = seeds
-        self.grids = [OmegaConf.to_container(g, resolve=True) if not isinstance(g, dict) else g
-                      for g in (grids or [])]
+        if grids is not None and not isinstance(grids, (dict, list)):
+            grids = OmegaConf.to_container(grids, resolve=True)
+        self.grids = select(grids or [], list(only) if only is not None else None)
 
     def sweep(self, arguments: list[str]) -> Any:
         jobs = expand(self.grids, self.seeds, arguments, self.hydra_context.config_loader)

@@ -1,0 +1,84 @@
+"""FCN trained with Direct Feedback Alignment (Nøkland 2016; NB App. A.7) by the ordinary loop.
+
+`loss.backward()` yields DFA gradients: each hidden activation h_l passes through an identity
+whose backward discards the backpropagated gradient and returns e·B_l, with e = dL/dlogits
+(captured by a hook on the logits, which autograd reaches before any hidden layer) and B_l a
+fixed random feedback matrix. Hence δ_l = (e B_l) ⊙ f'(a_l) and ∂L/∂W_l = δ_lᵀ h_{l-1}.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from models.activations import make_activation
+
+
+class _ErrorSlot:
+    """Holds dL/dlogits of one forward pass until the hidden layers' backward needs it."""
+
+    def __init__(self):
+        self.error: torch.Tensor | None = None
+
+    def store(self, grad: torch.Tensor) -> None:
+        self.error = grad
+
+
+class _DirectFeedback(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h, feedback, slot):
+        ctx.slot = slot
+        ctx.save_for_backward(feedback)
+        return h.view_as(h)
+
+    @staticmethod
+    def backward(ctx, grad_h):
+        (feedback,) = ctx.saved_tensors
+        if ctx.slot.error is None:
+            raise RuntimeError("DFA backward reached a hidden layer before dL/dlogits was "
+                               "known: the loss must depend on the DFANet's logits")
+        return ctx.slot.error.to(feedback.dtype) @ feedback, None, None
+
+
+class DFANet(nn.Module):
+    """`in -> widths -> out` ReLU FCN; feedback buffers B_l [out, width_l] are fixed and seeded."""
+
+    def __init__(self, in_features: int, widths: list[int], out_features: int,
+                 activation: str = "relu", feedback_seed: int = 0):
+        super().__init__()
+        sizes = [in_features, *widths, out_features]
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.activations = nn.ModuleList(make_activation(activation) for _ in widths)
+        gen = torch.Generator().manual_seed(feedback_seed)
+        for k, w in enumerate(widths):
+            # uniform(-1/√w, 1/√w), like a default-initialised w -> out Linear
+            bound = w ** -0.5
+            self.register_buffer(f"feedback{k}",
+                                 (torch.rand(out_features, w, generator=gen) * 2 - 1) * bound)
+
+    def feedback(self, k: int) -> torch.Tensor:
+        return getattr(self, f"feedback{k}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.flatten(1)
+        slot = _ErrorSlot()
+        for k, (lin, act) in enumerate(zip(self.linears[:-1], self.activations)):
+            h = _DirectFeedback.apply(act(lin(h)), self.feedback(k), slot)
+        logits = self.linears[-1](h)
+        if logits.requires_grad:
+            logits.register_hook(slot.store)
+        return logits
+
+
+@dataclass
+class DFAConfig:
+    name: str = "dfa_fcn"
+    widths: list[int] = field(default_factory=lambda: [800, 800])
+    activation: str = "relu"
+    feedback_seed: int = 0
+
+
+def build(cfg: DFAConfig, info: dict) -> DFANet:
+    return DFANet(info["in_features"], list(cfg.widths), info["num_classes"], cfg.activation,
+                  cfg.feedback_seed)

@@ -1,0 +1,340 @@
+"""AWNN core: importance, width, kaiming+, resizing with optimiser state, truncation, regime."""
+from __future__ import annotations
+
+import copy
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from experiments.regimes.awnn import AWNNRegime
+from experiments.regimes.base import RunContext
+from models import build_model
+from models.awnn import (AdaptiveMLP, adaptive_modules, importance, log_prior_nu,
+                         log_prior_theta, sum_sq_importance, truncate, truncate_to_accuracy,
+                         update_widths, width_for)
+from models.fcn import FCN
+
+
+def _assert_inactive_zero(m: AdaptiveMLP, optimizer=None):
+    """Everything outside the active blocks is zero, parameters and optimiser state alike."""
+    sizes = [m.in_features, *m.widths, m.out_features]
+    tensors = [(w, (sizes[i + 1], sizes[i])) for i, w in enumerate(m.weight)]
+    tensors += [(b, (sizes[i + 1],)) for i, b in enumerate(m.bias)]
+    for p, active in tensors:
+        group = [p.detach()]
+        if optimizer is not None and p in optimizer.state:
+            group += [t for t in optimizer.state[p].values() if torch.is_tensor(t) and t.shape == p.shape]
+        for t in group:
+            outside = t.clone()
+            outside[tuple(slice(0, n) for n in active)] = 0
+            assert outside.abs().max() == 0
+
+
+def test_importance_sums_to_one_and_decreases():
+    f = importance(5000, 0.01)
+    assert f.sum().item() == pytest.approx(1.0, abs=1e-5)
+    assert (f[1:] < f[:-1]).all()
+    assert f[0].item() == pytest.approx(1 - math.exp(-0.01))
+    # the kept D neurons carry at least k of the mass
+    assert importance(width_for(0.01), 0.01).sum().item() >= 0.9
+    g = importance(50, 0.1, renormalise=True)
+    assert g.sum().item() == pytest.approx(1.0, abs=1e-6) and (g[1:] < g[:-1]).all()
+    assert sum_sq_importance(300, 0.02) == pytest.approx(importance(300, 0.02).pow(2).sum().item(),
+                                                          rel=1e-5)
+
+
+def test_importance_is_differentiable_in_nu():
+    nu = torch.tensor(0.05, requires_grad=True)
+    importance(40, nu)[10].backward()
+    assert nu.grad is not None and nu.grad.item() != 0
+
+
+@pytest.mark.parametrize("nu, width", [(0.02, 117), (0.01, 232), (0.004, 577)])
+def test_width_for_known_rates(nu, width):
+    assert width_for(nu, 0.9) == width
+    assert AdaptiveMLP(3, 2, nu0=nu).widths == [width]
+
+
+def test_width_for_rejects_bad_values():
+    with pytest.raises(ValueError, match="k=1.5"):
+        width_for(0.1, 1.5)
+    with pytest.raises(ValueError, match="nu=0"):
+        width_for(0.0)
+
+
+def test_bad_constructor_values_are_named():
+    with pytest.raises(ValueError, match="activation='gelu'.*allowed"):
+        AdaptiveMLP(2, 2, activation="gelu")
+    with pytest.raises(ValueError, match="init='xavier'.*allowed"):
+        AdaptiveMLP(2, 2, init="xavier")
+    with pytest.raises(ValueError, match="max_width=50"):
+        AdaptiveMLP(2, 2, nu0=0.01, max_width=50)
+
+
+def test_forward_any_leading_dims():
+    m = AdaptiveMLP(5, 3, 2)
+    assert m(torch.randn(4, 6, 5)).shape == (4, 6, 3)
+    assert m(torch.randn(5)).shape == (3,)
+
+
+def _activation_variances(init: str) -> list[float]:
+    torch.manual_seed(0)
+    m = AdaptiveMLP(100, 10, 5, nu0=0.01, activation="relu", init=init)
+    with torch.no_grad():
+        return [a.var().item() for a in m.hidden_activations(torch.randn(2000, 100))]
+
+
+def test_kaiming_plus_keeps_activation_variance_across_depth():
+    # AWNN Fig. 2 / Thm 3.1: kaiming+ keeps Var[α] about constant, kaiming collapses it.
+    plus = _activation_variances("kaiming_plus")
+    plain = _activation_variances("kaiming")
+    assert all(0.3 < v / plus[0] < 3.0 for v in plus)
+    assert plain[-1] / plain[0] < 1e-6
+
+
+def test_grow_then_shrink_back_restores_function():
+    torch.manual_seed(0)
+    m = AdaptiveMLP(4, 3, 2, nu0=0.05)
+    x = torch.randn(64, 4)
+    before, alphas = m(x).detach(), m.hidden_activations(x)[0].detach()
+    widths = m.widths
+    m.resize([w + 30 for w in widths])
+    grown_alpha = m.hidden_activations(x)[0].detach()
+    assert torch.equal(grown_alpha[:, :widths[0]], alphas)   # kept neurons untouched
+    assert not torch.allclose(m(x), before)                   # fresh neurons do contribute
+    m.resize([w + 200 for w in widths])                       # beyond capacity too
+    m.resize(widths)
+    torch.testing.assert_close(m(x), before, rtol=0, atol=0)
+    _assert_inactive_zero(m)
+
+
+def _train_steps(m, opt, n=3):
+    for _ in range(n):
+        x = torch.randn(32, m.in_features)
+        loss = F.cross_entropy(m(x), torch.randint(0, m.out_features, (32,)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+@pytest.mark.parametrize("make_opt, keys", [
+    (lambda p: torch.optim.Adam(p, lr=1e-3), ("exp_avg", "exp_avg_sq")),
+    (lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9), ("momentum_buffer",)),
+])
+def test_optimizer_state_survives_resize(make_opt, keys):
+    torch.manual_seed(0)
+    m = AdaptiveMLP(3, 2, 1, nu0=0.05)
+    opt = make_opt(m.parameters())
+    _train_steps(m, opt)
+    d = m.widths[0]
+    saved = {k: (opt.state[m.weight[0]][k].clone(), opt.state[m.weight[1]][k].clone()) for k in keys}
+    m.resize([4 * d], opt)                       # grows capacity: parameters are replaced
+    w_in, w_out = m.weight[0], m.weight[1]
+    assert m.capacities[0] >= 4 * d
+    assert {id(p) for p in opt.param_groups[0]["params"]} == {id(p) for p in m.parameters()}
+    for k in keys:
+        s_in, s_out = opt.state[w_in][k], opt.state[w_out][k]
+        assert s_in.shape == w_in.shape
+        assert torch.equal(s_in[:d], saved[k][0][:d]) and torch.equal(s_out[:, :d], saved[k][1][:, :d])
+        assert s_in[d:].abs().max() == 0 and s_out[:, d:].abs().max() == 0
+    _train_steps(m, opt)                         # the optimiser keeps working on resized tensors
+    half = d // 2
+    m.resize([half], opt)
+    _assert_inactive_zero(m, opt)
+    m.resize([d], opt)                           # regrown neurons start with zero state
+    for k in keys:
+        assert opt.state[w_in][k][half:d].abs().max() == 0
+        assert opt.state[w_out][k][:, half:d].abs().max() == 0
+    _train_steps(m, opt)
+    _assert_inactive_zero(m, opt)
+
+
+def test_capacity_grows_geometrically():
+    m = AdaptiveMLP(2, 2, 1, nu0=0.02)
+    reallocations, cap = 0, m.capacities[0]
+    for width in range(m.widths[0] + 1, 2000):
+        m.resize([width])
+        if m.capacities[0] != cap:
+            reallocations, cap = reallocations + 1, m.capacities[0]
+    assert reallocations <= math.ceil(math.log2(2000 / 117))
+    assert m.widths == [1999] and cap >= 1999
+
+
+def test_update_widths_follows_nu_and_max_width():
+    m = AdaptiveMLP(2, 2, 2, nu0=0.02, max_width=150)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    assert update_widths(m, opt) is False
+    with torch.no_grad():
+        m.raw_nu.copy_(torch.tensor([-20.0, 0.0]))   # ν at its floor for layer 0
+    assert update_widths(m, opt) is True
+    nus = m.nus().tolist()
+    assert m.widths == [min(150, width_for(nus[0])), width_for(nus[1])]
+    assert m.widths[0] <= 150 and m.widths[1] < 117
+    _assert_inactive_zero(m, opt)
+
+
+def test_gradient_step_moves_nu():
+    torch.manual_seed(0)
+    m = AdaptiveMLP(2, 2, 1, nu0=0.05)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    nu_before = m.nus().item()
+    loss = F.cross_entropy(m(torch.randn(64, 2)), torch.randint(0, 2, (64,)))
+    loss = loss - log_prior_nu(m, mu=0.5, sigma=0.1)    # prior pulls ν up
+    opt.zero_grad()
+    loss.backward()
+    assert m.raw_nu.grad.abs().item() > 0
+    opt.step()
+    assert m.nus().item() > nu_before
+
+
+def test_log_priors():
+    m = AdaptiveMLP(3, 2, 1, nu0=0.05)
+    m.resize([m.widths[0] + 40])
+    m.resize([10])
+    active = [m.weight[0][:10], m.bias[0][:10], m.weight[1][:, :10], m.bias[1]]
+    expected = -sum(t.pow(2).sum() for t in active) / (2 * 2.0 ** 2)
+    torch.testing.assert_close(log_prior_theta(m, 2.0), expected)
+    nu = m.nus()[0]
+    expected_nu = torch.distributions.Normal(0.1, 0.3).log_prob(nu)
+    torch.testing.assert_close(log_prior_nu(m, 0.1, 0.3), expected_nu)
+
+
+def test_state_dict_round_trip_at_changed_width():
+    torch.manual_seed(0)
+    m = AdaptiveMLP(3, 2, 2, nu0=0.05)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    _train_steps(m, opt)
+    m.resize([150, 20], opt)
+    _train_steps(m, opt)
+    # deep copies: Optimizer.load_state_dict would otherwise share the moment tensors
+    model_state, opt_state = copy.deepcopy(m.state_dict()), copy.deepcopy(opt.state_dict())
+    fresh = AdaptiveMLP(3, 2, 2, nu0=0.05)
+    fresh_opt = torch.optim.Adam(fresh.parameters(), lr=1e-3)
+    fresh.load_state_dict(model_state)
+    fresh_opt.load_state_dict(opt_state)
+    assert fresh.widths == [150, 20] and fresh.capacities == m.capacities
+    x = torch.randn(16, 3)
+    torch.testing.assert_close(fresh(x), m(x))
+    torch.manual_seed(1)
+    _train_steps(fresh, fresh_opt, 1)
+    torch.manual_seed(1)
+    _train_steps(m, opt, 1)
+    torch.testing.assert_close(fresh(x), m(x))
+
+
+def test_truncation_identity_and_graceful_degradation():
+    torch.manual_seed(0)
+    m = AdaptiveMLP(8, 4, 1, nu0=0.02)
+    x = torch.randn(512, 8)
+    full = m(x).detach()
+    assert torch.equal(truncate(m, 1.0)(x), full)
+    assert torch.equal(truncate(m, m.widths)(x), full)
+    errors = [(truncate(m, keep)(x) - full).pow(2).mean().item() for keep in (0.1, 0.3, 0.6, 0.9)]
+    assert errors == sorted(errors, reverse=True)
+    assert errors[-1] < 0.1 * errors[0]
+    assert m.widths == [117]                     # the original is left alone
+    with pytest.raises(ValueError, match="keep=\\[200\\]"):
+        truncate(m, [200])
+
+
+def test_truncate_to_accuracy():
+    m = AdaptiveMLP(8, 4, 1, nu0=0.02)             # width 117
+
+    def accuracy(model):                           # a stand-in that saturates at width 60
+        return min(1.0, adaptive_modules(model)[0].widths[0] / 60)
+
+    small, acc = truncate_to_accuracy(m, accuracy, max_drop=0.05, steps=20)
+    assert small.widths == [58] and acc == pytest.approx(58 / 60)   # keep 10/20; 9/20 -> 53
+    tight, acc = truncate_to_accuracy(m, accuracy, max_drop=0.0, steps=20)
+    assert tight.widths == [64] and acc == 1.0     # keep 11/20 -> 64 >= 60
+    assert m.widths == [117]
+
+
+def test_build_from_registry():
+    cfg = OmegaConf.create({"name": "awnn_mlp", "num_hidden": 2, "nu0": 0.02, "activation": "relu"})
+    model = build_model(cfg, {"in_features": 12, "num_classes": 5})
+    assert model(torch.randn(7, 3, 4)).shape == (7, 5)
+    [mlp] = adaptive_modules(model)
+    assert mlp.widths == [117, 117]
+    conf = OmegaConf.load("conf/model/awnn_mlp.yaml")
+    assert build_model(conf, {"in_features": 2, "num_classes": 2})[1].widths == [232]
+
+
+def _ctx(model, optimizer, n_train=1000, epoch=0):
+    return RunContext(model=model, optimizer=optimizer, data=SimpleNamespace(info={"n_train": n_train}),
+                      cfg=None, device=torch.device("cpu"), epoch=epoch)
+
+
+def test_regime_requires_adaptive_model():
+    fcn = FCN(2, [8], 2)
+    regime = AWNNRegime(sigma_theta=1.0)
+    with pytest.raises(ValueError, match="regime awnn needs a model with adaptive layers"):
+        regime.before_training(_ctx(fcn, torch.optim.SGD(fcn.parameters(), lr=0.1)))
+
+
+def test_regime_penalty_and_width_update():
+    torch.manual_seed(0)
+    m = AdaptiveMLP(2, 2, 1, nu0=0.02)
+    opt = torch.optim.SGD(m.parameters(), lr=1.0)
+    ctx = _ctx(m, opt, n_train=500)
+    regime = AWNNRegime(sigma_theta=10.0, nu_prior=(0.1, 0.5))
+    regime.before_training(ctx)
+    expected = -(log_prior_theta(m, 10.0) + log_prior_nu(m, 0.1, 0.5)) / 500
+    torch.testing.assert_close(regime.penalty(ctx), expected)
+    assert AWNNRegime(1.0, n_train=50).penalty(ctx).item() == pytest.approx(
+        -log_prior_theta(m, 1.0).item() / 50)
+    width = m.widths[0]
+    with torch.no_grad():
+        m.raw_nu.add_(1.0)                       # as if the optimiser had moved ν up
+    regime.after_step(ctx)
+    assert ctx.optimizer is opt and m.widths[0] < width
+    metrics = regime.on_epoch_end(ctx, 0)
+    assert metrics["width/total"] == metrics["width/l0"] == m.widths[0]
+    assert metrics["nu/l0"] == pytest.approx(m.nus().item())
+    assert regime.state_dict() == {"n": 500}
+
+
+def test_online_compression_schedule():
+    regime = AWNNRegime(1.0, compress={"mu": 0.05, "sigma": 1.0, "start": 1000, "end": 2500,
+                                       "factor": 0.1})
+    assert regime.nu_prior_at(999) is None
+    assert regime.nu_prior_at(1000) == (0.05, 1.0)
+    assert regime.nu_prior_at(1750)[1] == pytest.approx(math.sqrt(0.1))
+    assert regime.nu_prior_at(2500)[1] == pytest.approx(0.1)
+    assert regime.nu_prior_at(4000)[1] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="compress keys"):
+        AWNNRegime(1.0, compress={"mu": 0.05})
+
+
+def test_training_learns_and_adapts_width():
+    torch.manual_seed(0)
+    x = torch.randn(256, 2)
+    y = (x[:, 0] * x[:, 1] > 0).long()
+    m = AdaptiveMLP(2, 2, 1, nu0=0.05, activation="relu6")
+    opt = torch.optim.Adam(m.parameters(), lr=0.01)
+    ctx = _ctx(m, opt, n_train=256)
+    regime = AWNNRegime(sigma_theta=1.0)
+    regime.before_training(ctx)
+    seen = {m.widths[0]}
+    for _ in range(150):
+        loss = F.cross_entropy(m(x), y) + regime.penalty(ctx)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        regime.after_step(ctx)
+        seen.add(m.widths[0])
+    assert (m(x).argmax(-1) == y).float().mean() > 0.9
+    assert len(seen) > 1
+    _assert_inactive_zero(m, opt)
+
+
+def test_forward_importances_match_eq12():
+    m = AdaptiveMLP(2, 2, 2, nu0=0.004)
+    with torch.no_grad():
+        m.raw_nu[1] += 0.5
+    for f, nu, width in zip(m.importances(), m.nus(), m.widths):
+        torch.testing.assert_close(f, importance(width, nu), rtol=2e-4, atol=0)

@@ -1,0 +1,147 @@
+"""TU graph loader on tiny raw TU files, and GraphSplit batching against PyG's Batch."""
+import json
+import random
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch_geometric.data import Batch
+from torch_geometric.datasets import TUDataset
+from torch_geometric.utils import degree
+
+from data import load_data
+from data.graphs import GraphSplit, generate_folds
+
+CPU = torch.device("cpu")
+
+
+def write_tu(raw, name, n_graphs=40, node_labels=True, seed=0):
+    """Random undirected graphs in the TU text format (1-based node ids, both edge directions)."""
+    rng = random.Random(seed)
+    raw.mkdir(parents=True, exist_ok=True)
+    edges, indicator, node_lab, graph_lab, offset = [], [], [], [], 0
+    for g in range(n_graphs):
+        n = rng.randint(2, 7)
+        pairs = {(i, i + 1) for i in range(n - 1)} | {tuple(sorted(rng.sample(range(n), 2))) for _ in range(n)}
+        for i, j in sorted(pairs):
+            edges += [(offset + i + 1, offset + j + 1), (offset + j + 1, offset + i + 1)]
+        indicator += [g + 1] * n
+        node_lab += [rng.randint(1, 3) for _ in range(n)]
+        graph_lab.append(g % 2 if node_labels else [-1, 1][g % 2])
+        offset += n
+    lines = lambda rows: "\n".join(rows) + "\n"
+    (raw / f"{name}_A.txt").write_text(lines(f"{i},{j}" for i, j in edges))
+    (raw / f"{name}_graph_indicator.txt").write_text(lines(str(g) for g in indicator))
+    (raw / f"{name}_graph_labels.txt").write_text(lines(str(y) for y in graph_lab))
+    if node_labels:
+        (raw / f"{name}_node_labels.txt").write_text(lines(str(v) for v in node_lab))
+
+
+def two_fold_splits(path, n_graphs=40):
+    folds = []
+    for k in range(2):
+        test = list(range(k, n_graphs, 4))
+        rest = [i for i in range(n_graphs) if i not in test]
+        folds.append({"test": test, "model_selection": [{"train": rest[4:], "validation": rest[:4]}]})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(folds))
+    return folds
+
+
+@pytest.fixture
+def nci1_root(tmp_path):
+    root = tmp_path / "root"
+    write_tu(root / "TUDataset" / "NCI1" / "raw", "NCI1")
+    two_fold_splits(root / "TUDataset" / "splits" / "NCI1_splits.json")
+    return root
+
+
+def load(tmp_path, root, **options):
+    cfg = OmegaConf.create({"name": "nci1", **options})
+    data_cfg = OmegaConf.create({"root": str(root), "cache": str(tmp_path / "cache"), "download": False})
+    return load_data(cfg, data_cfg, CPU)
+
+
+def files_under(path):
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+def test_nci1_folds_from_file(tmp_path, nci1_root):
+    before = files_under(nci1_root)
+    b = load(tmp_path, nci1_root, fold=1)
+    folds = json.loads((nci1_root / "TUDataset" / "splits" / "NCI1_splits.json").read_text())
+    ref = TUDataset(str(tmp_path / "cache" / "TUDataset"), "NCI1")
+    assert torch.equal(b.test.target, ref.y[folds[1]["test"]])
+    assert torch.equal(b.val.target, ref.y[folds[1]["model_selection"][0]["validation"]])
+    assert (len(b.train), len(b.val), len(b.test)) == (26, 4, 10)
+    assert b.info == {"num_node_features": 3, "num_classes": 2, "n_train": 26}
+    assert b.splits["fold"] == 1 and not b.splits["generated"]
+    assert files_under(nci1_root) == before  # nothing written next to the raw files
+    (x, edge_index, batch, num_graphs), y = b.test.take(torch.arange(len(b.test)))
+    assert num_graphs == 10 and x.shape[1] == 3 and (x.sum(1) == 1).all()  # one-hot node labels
+    assert torch.equal(torch.cat([ref[i].x for i in folds[1]["test"]]), x)
+
+
+def test_take_matches_pyg_batch(tmp_path, nci1_root):
+    b = load(tmp_path, nci1_root, fold=0)
+    ref = TUDataset(str(tmp_path / "cache" / "TUDataset"), "NCI1")
+    graphs = GraphSplit(b.train.x, b.train.edge_index, b.train.node_ptr, b.train.edge_ptr, b.train.target)
+    whole = graphs.subset(torch.arange(len(graphs)))
+    train_ids = json.loads((nci1_root / "TUDataset" / "splits" / "NCI1_splits.json").read_text())[0][
+        "model_selection"][0]["train"]
+    for idx in (torch.tensor([5, 0, 17, 3, 3, 9]), torch.randperm(len(graphs), generator=torch.Generator().manual_seed(1))):
+        (x, edge_index, batch, num_graphs), y = whole.take(idx)
+        expected = Batch.from_data_list([ref[train_ids[i]] for i in idx.tolist()])
+        assert num_graphs == len(idx) and isinstance(num_graphs, int)
+        assert torch.equal(x, expected.x) and torch.equal(edge_index, expected.edge_index)
+        assert torch.equal(batch, expected.batch) and torch.equal(y, expected.y)
+
+
+def test_generated_folds_are_stratified_and_cached(tmp_path):
+    root = tmp_path / "root"
+    write_tu(root / "TUDataset" / "NCI1" / "raw", "NCI1")
+    b = load(tmp_path, root, fold=3)
+    path = b.splits["splits_file"]
+    assert b.splits["generated"] and path.startswith(str(tmp_path / "cache"))
+    folds = json.load(open(path))
+    assert len(folds) == 10
+    assert sorted(i for f in folds for i in f["test"]) == list(range(40))
+    for f in folds:
+        inner = f["model_selection"][0]
+        assert len(set(f["test"]) | set(inner["train"]) | set(inner["validation"])) == 40
+        assert len(f["test"]) == 4 and len(inner["validation"]) == 4
+    assert torch.bincount(b.test.target).tolist() == [2, 2]
+    assert folds == generate_folds(torch.arange(40) % 2, seed=42)
+    assert load(tmp_path, root, fold=3).splits["splits_file"] == path
+
+
+def test_fraction_cache_and_bad_fold(tmp_path, nci1_root, monkeypatch):
+    full = load(tmp_path, nci1_root)
+    monkeypatch.setattr(TUDataset, "process", lambda self: pytest.fail("cache was not used"))
+    part = load(tmp_path, nci1_root, fraction=0.5)
+    per_class = torch.bincount(full.train.target).tolist()
+    assert torch.bincount(part.train.target).tolist() == [round(c / 2) for c in per_class]
+    assert part.info["n_train"] == len(part.train) and torch.equal(part.test.target, full.test.target)
+    with pytest.raises(ValueError, match=r"dataset.fold=2: allowed 0..1"):
+        load(tmp_path, nci1_root, fold=2)
+
+
+def test_missing_raw_files_named(tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        load(tmp_path, tmp_path / "empty")
+    msg = str(err.value)
+    assert "NCI1_A.txt" in msg and "NCI1_graph_indicator.txt" in msg and "data.root=" in msg
+    assert str(tmp_path / "empty" / "TUDataset" / "NCI1" / "raw") in msg
+
+
+@pytest.mark.parametrize("featureless", ["constant", "degree"])
+def test_reddit_featureless_node_features(tmp_path, featureless):
+    root = tmp_path / "root"
+    write_tu(root / "TUDataset" / "REDDIT-BINARY" / "raw", "REDDIT-BINARY", node_labels=False)
+    cfg = OmegaConf.create({"name": "reddit_binary", "featureless": featureless})
+    data_cfg = OmegaConf.create({"root": str(root), "cache": str(tmp_path / "cache"), "download": False})
+    b = load_data(cfg, data_cfg, CPU)
+    assert b.info["num_node_features"] == 1 and b.info["num_classes"] == 2
+    (x, edge_index, batch, _), y = b.train.take(torch.arange(len(b.train)))
+    expected = torch.ones(len(x)) if featureless == "constant" else degree(edge_index[0], len(x))
+    assert torch.equal(x.view(-1), expected) and set(y.tolist()) == {0, 1}

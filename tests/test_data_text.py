@@ -1,0 +1,225 @@
+"""IMDB and Multi30k loaders on tiny files written in the official formats."""
+import gzip
+import io
+import random
+import tarfile
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from tokenizers import Tokenizer
+
+import data.imdb as imdb
+import data.multi30k as multi30k
+from data import load_data
+
+CPU = torch.device("cpu")
+POS = ["great", "wonderful", "superb", "moving", "brilliant"]
+NEG = ["awful", "boring", "terrible", "dull", "clumsy"]
+FILLER = ["the", "plot", "actors", "film", "story", "ending", "music", "scenes"]
+TEST_ONLY, TRAIN_ONLY = "zyxwvqk", "trainonlyword"
+
+
+def review(rng, label, split):
+    words = [rng.choice(POS if label == "pos" else NEG) for _ in range(3)] + rng.sample(FILLER, 4)
+    rng.shuffle(words)
+    extra = TEST_ONLY if split == "test" else TRAIN_ONLY
+    # Control characters and markup occur in the real reviews.
+    return f"This movie: {' '.join(words)}.<br /><br />{extra} {extra}\u0085 {' '.join(words[:2])}!"
+
+
+def imdb_files(n_per_class=20):
+    rng = random.Random(0)
+    return {f"aclImdb/{split}/{label}/{i}_{7 if label == 'pos' else 2}.txt": review(rng, label, split)
+            for split in ("train", "test") for label in ("pos", "neg") for i in range(n_per_class)}
+
+
+def write_tree(root, files):
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(text.encode("utf-8"))
+
+
+def write_tarball(path, files):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for name, text in files.items():
+            blob = text.encode("utf-8")
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+
+
+def data_cfg(tmp_path, root):
+    return OmegaConf.create({"root": str(root), "cache": str(tmp_path / "cache"), "download": False})
+
+
+def load_imdb(tmp_path, root, **options):
+    cfg = OmegaConf.create({"name": "imdb", "vocab_size": 60, "max_len": 32, **options})
+    return load_data(cfg, data_cfg(tmp_path, root), CPU)
+
+
+@pytest.fixture
+def imdb_tree(tmp_path):
+    write_tree(tmp_path / "root" / "imdb", imdb_files())
+    return tmp_path / "root"
+
+
+def test_imdb_shapes_splits_and_labels(tmp_path, imdb_tree):
+    b = load_imdb(tmp_path, imdb_tree, val_fraction=0.25)
+    assert (len(b.train), len(b.val), len(b.test)) == (30, 10, 40)
+    assert b.info == {"vocab_size": b.info["vocab_size"], "pad_id": 0, "unk_id": 1, "num_classes": 2,
+                      "n_train": 30, "max_len": 32}
+    (tokens, lengths), y = b.train.take(torch.arange(len(b.train)))
+    assert tokens.dtype == lengths.dtype == y.dtype == torch.long and tokens.shape[1] <= 32
+    assert torch.bincount(y).tolist() == [15, 15] and torch.bincount(b.val.target).tolist() == [5, 5]
+    assert torch.bincount(b.test.target).tolist() == [20, 20]
+    positions = torch.arange(tokens.shape[1])
+    assert ((tokens != 0) == (positions < lengths[:, None])).all()  # right padding with 0 only
+    assert b.splits["split_seed"] == 42 and b.splits["n_val"] == 10
+
+
+def test_imdb_word_vocab_from_training_text_only(tmp_path, imdb_tree):
+    b = load_imdb(tmp_path, imdb_tree, tokenizer="word")
+    tok = Tokenizer.from_file(b.splits["tokenizer_file"])
+    vocab = tok.get_vocab()
+    assert TRAIN_ONLY in vocab and TEST_ONLY not in vocab and "br" not in vocab
+    assert tok.encode("This movie").ids == [vocab["this"], vocab["movie"]]
+    assert (b.test.inputs[0] == 1).any()  # the test-only word became <unk>
+
+
+def test_imdb_bpe_learns_no_merge_from_test_text(tmp_path, imdb_tree):
+    b = load_imdb(tmp_path, imdb_tree, tokenizer="bpe", vocab_size=120)
+    vocab = Tokenizer.from_file(b.splits["tokenizer_file"]).get_vocab()
+    assert TRAIN_ONLY in vocab  # frequent training words do get merged
+    assert not any(len(t) > 1 and t in TEST_ONLY for t in vocab)
+
+
+def test_imdb_tarball_matches_tree(tmp_path, imdb_tree):
+    tar_root = tmp_path / "tar_root"
+    write_tarball(tar_root / "imdb" / "aclImdb_labeled.tar.gz", imdb_files())
+    a, b = load_imdb(tmp_path, imdb_tree), load_imdb(tmp_path, tar_root)
+    assert b.splits["source"].endswith("aclImdb_labeled.tar.gz")
+    for x, y in zip(a.train.inputs + a.test.inputs, b.train.inputs + b.test.inputs):
+        assert torch.equal(x, y)
+    assert not (tar_root / "imdb" / "aclImdb").exists()  # read in place, not unpacked
+
+
+def test_imdb_truncates_and_caches(tmp_path, imdb_tree, monkeypatch):
+    first = load_imdb(tmp_path, imdb_tree, max_len=5)
+    assert first.train.inputs[0].shape[1] == 5 and (first.train.inputs[1] == 5).all()
+    monkeypatch.setattr(imdb, "read_reviews", lambda source: pytest.fail("cache was not used"))
+    second = load_imdb(tmp_path, imdb_tree, max_len=5)
+    assert torch.equal(first.test.inputs[0], second.test.inputs[0])
+
+
+def test_imdb_fraction_is_stratified(tmp_path, imdb_tree):
+    full = load_imdb(tmp_path, imdb_tree, val_fraction=0.0)
+    part = load_imdb(tmp_path, imdb_tree, val_fraction=0.0, fraction=0.25)
+    assert full.val is None and torch.bincount(part.train.target).tolist() == [5, 5]
+    assert part.info["n_train"] == 10 and len(part.test) == 40
+
+
+def test_imdb_missing_files_named(tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        load_imdb(tmp_path, tmp_path / "empty")
+    msg = str(err.value)
+    assert "aclImdb_labeled.tar.gz" in msg and str(tmp_path / "empty" / "imdb") in msg and "data.root=" in msg
+
+
+def test_imdb_rejects_bad_tokenizer(tmp_path, imdb_tree):
+    with pytest.raises(ValueError, match="dataset.tokenizer='chars'.*word"):
+        load_imdb(tmp_path, imdb_tree, tokenizer="chars")
+
+
+EN = ["a man", "a woman", "two dogs", "a child", "the girl"]
+VERB = ["rides a bike", "plays in the park", "eats an apple", "runs on the beach"]
+DE = {"a man": "ein Mann", "a woman": "eine Frau", "two dogs": "zwei Hunde", "a child": "ein Kind",
+      "the girl": "das Mädchen", "rides a bike": "fährt Fahrrad", "plays in the park": "spielt im Park",
+      "eats an apple": "isst einen Apfel", "runs on the beach": "läuft am Strand"}
+
+
+def write_multi30k(root, gz=True, sizes=(40, 6, 5)):
+    rng = random.Random(1)
+    directory = root / "multi30k"
+    directory.mkdir(parents=True, exist_ok=True)
+    pairs = {}
+    for split, n in zip(("train", "val", "test_2016_flickr"), sizes):
+        subj = [rng.choice(EN) for _ in range(n)]
+        verb = [rng.choice(VERB) for _ in range(n)]
+        en = [f"{s.capitalize()} {v}." for s, v in zip(subj, verb)]
+        de = [f"{DE[s].capitalize()} {DE[v]}." for s, v in zip(subj, verb)]
+        if split == "test_2016_flickr":
+            en[0], de[0] = f"{TEST_ONLY} {TEST_ONLY} {TEST_ONLY}.", f"{TEST_ONLY} {TEST_ONLY}."
+        pairs[split] = (en, de)
+        for lang, lines in (("en", en), ("de", de)):
+            blob = ("\n".join(lines) + "\n").encode("utf-8")
+            if gz:
+                (directory / f"{split}.{lang}.gz").write_bytes(gzip.compress(blob))
+            else:
+                (directory / f"{split}.{lang}").write_bytes(blob)
+    return pairs
+
+
+def load_m30k(tmp_path, root, **options):
+    cfg = OmegaConf.create({"name": "multi30k", "vocab_size": 80, **options})
+    return load_data(cfg, data_cfg(tmp_path, root), CPU)
+
+
+def test_multi30k_teacher_forcing_layout(tmp_path):
+    pairs = write_multi30k(tmp_path / "root")
+    b = load_m30k(tmp_path, tmp_path / "root")
+    assert b.task == "seq2seq" and (len(b.train), len(b.val), len(b.test)) == (40, 6, 5)
+    assert b.info["pad_id"] == 0 and b.info["n_train"] == 40
+    (src, tgt_in), tgt_out = b.train.take(torch.arange(40))
+    assert src.dtype == tgt_in.dtype == tgt_out.dtype == torch.long and tgt_in.shape == tgt_out.shape
+    pad, bos, eos = 0, b.info["bos_id"], b.info["eos_id"]
+    assert (tgt_in[:, 0] == bos).all() and ((tgt_out == eos).sum(1) == 1).all() and ((src == eos).sum(1) == 1).all()
+    shifted = tgt_out[:, :-1] != eos
+    assert torch.equal(tgt_in[:, 1:][shifted], tgt_out[:, :-1][shifted])
+    assert (tgt_in[:, 1:][~shifted] == pad).all() and (tgt_in != eos).all()
+    de_tok = Tokenizer.from_file(b.splits["tokenizer_files"][1])
+    decoded = [de_tok.decode([t for t in row.tolist() if t > 3]) for row in tgt_out]
+    assert decoded == pairs["train"][1]
+    assert b.info["src_vocab_size"] <= 80 and b.info["tgt_vocab_size"] <= 80
+
+
+def test_multi30k_bpe_trained_on_training_text_only(tmp_path):
+    write_multi30k(tmp_path / "root")
+    b = load_m30k(tmp_path, tmp_path / "root")
+    for path in b.splits["tokenizer_files"]:
+        vocab = Tokenizer.from_file(path).get_vocab()
+        assert not any(len(t.lstrip("\u2581")) > 1 and t.lstrip("\u2581") in TEST_ONLY for t in vocab)
+    en_vocab = Tokenizer.from_file(b.splits["tokenizer_files"][0]).get_vocab()
+    assert "\u2581man" in en_vocab  # frequent training words are merged
+    assert (b.test.inputs[0][0] == 1).any()  # characters never seen in training are <unk>
+
+
+def test_multi30k_plain_files_cache_and_fraction(tmp_path, monkeypatch):
+    write_multi30k(tmp_path / "root", gz=False)
+    first = load_m30k(tmp_path, tmp_path / "root", joint_vocab=True)
+    assert first.info["src_vocab_size"] == first.info["tgt_vocab_size"]
+    monkeypatch.setattr(multi30k, "read_lines", lambda path: pytest.fail("cache was not used"))
+    part = load_m30k(tmp_path, tmp_path / "root", joint_vocab=True, fraction=0.25)
+    assert len(part.train) == 10 and torch.equal(first.test.target, part.test.target)
+
+
+def test_multi30k_missing_files_named(tmp_path):
+    write_multi30k(tmp_path / "root")
+    (tmp_path / "root" / "multi30k" / "test_2016_flickr.de.gz").unlink()
+    with pytest.raises(FileNotFoundError) as err:
+        load_m30k(tmp_path, tmp_path / "root")
+    msg = str(err.value)
+    assert "test_2016_flickr.de.gz" in msg and "train.en" not in msg
+    assert str(tmp_path / "root" / "multi30k") in msg and "data.root=" in msg
+
+
+def test_dataset_yaml_files_match_schemas():
+    from pathlib import Path
+    from data import validate_dataset_config
+    conf = Path(__file__).resolve().parents[1] / "conf" / "dataset"
+    for name in ("imdb", "multi30k", "cifar10", "cifar100", "nci1", "reddit_binary"):
+        cfg = OmegaConf.load(conf / f"{name}.yaml")
+        assert cfg.name == name
+        validate_dataset_config(cfg)  # raises on unknown keys or wrong types
