@@ -1,7 +1,7 @@
 """Cost of neural balancing on the 5-layer FCN (784-512-256-128-64-10), CPU or GPU.
 
 1. One partial sweep vs one training epoch (60000x784 resident tensors, batch 256, SGD 1e-3).
-2. Full balance from PyTorch default init to tol 1e-7 (p = 1, 2): sweeps vs the direct solver.
+2. Full balance from PyTorch default init to tol 1e-6 (p = 1, 2): sweeps vs the direct solver.
 
     python bench/bench_balancing.py [--quick] [--device cuda]
 """

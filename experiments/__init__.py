@@ -17,3 +17,13 @@ def _budget(paper, quick, smoke, *, _root_):
 
 if not OmegaConf.has_resolver("budget"):
     OmegaConf.register_new_resolver("budget", _budget)
+
+
+def _learned_widths(experiment, dataset, results_dir="results"):
+    from experiments.analysis import learned_widths  # heavy imports only when used
+
+    return learned_widths(experiment, dataset, results_dir)
+
+
+if not OmegaConf.has_resolver("learned_widths"):
+    OmegaConf.register_new_resolver("learned_widths", _learned_widths)

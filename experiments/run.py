@@ -64,11 +64,13 @@ def train_run(cfg: DictConfig, directory) -> dict:
     directory.mkdir(parents=True, exist_ok=True)
     records.atomic_write_text(directory / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     records.write_json(directory / "choices.json", hydra_choices())
-    records.write_json(directory / "environment.json", records.environment(device))
 
     data = load_data(cfg.dataset, cfg.data, device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.info).to(device)
+    if device.type == "cpu" and not cfg.run.threads and sum(p.numel() for p in model.parameters()) < 50_000:
+        torch.set_num_threads(1)  # tiny models: thread hand-offs cost more than they save
+    records.write_json(directory / "environment.json", records.environment(device))
     optimizer = build_optimizer(cfg.optimizer, model.parameters())
     scheduler = build_scheduler(cfg.optimizer, optimizer)
     regime = build_regime(cfg.regime)
@@ -77,6 +79,8 @@ def train_run(cfg: DictConfig, directory) -> dict:
     state = LoopState()
 
     checkpoint = directory / "checkpoint.pt"
+    if cfg.run.force:
+        checkpoint.unlink(missing_ok=True)
     if checkpoint.exists():
         saved = records.load_checkpoint(checkpoint)
         model.load_state_dict(saved["model"])

@@ -95,7 +95,7 @@ class RunControl:
     checkpoint_interval_s: float = 60.0   # checkpoint at most this often (and always at the end)
     progress: bool = True
     force: bool = False               # rerun even if a finished record exists
-    threads: int = 0                  # torch CPU threads (0 = library default)
+    threads: int = 0                  # torch CPU threads (0 = default; 1 for models under 50k params)
 
 
 @dataclass

@@ -177,20 +177,24 @@ def build_cells(spec, jobs: list[Job]) -> dict[tuple, dict[tuple, Cell]]:
     rows, cols = list(spec.rows), list(spec.cols)
     report = spec.get("report", "final")
     replicates = set(spec.get("replicates") or ["seed"])
-    varying = _varying_keys(jobs, exclude=set(rows) | set(cols) | replicates)
 
-    grouped: dict[tuple, dict[tuple, dict[tuple, list[Job]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    cells_jobs: dict[tuple, dict[tuple, list[Job]]] = defaultdict(lambda: defaultdict(list))
     for job in jobs:
-        grouped[_key(job, rows)][_key(job, cols)][_key(job, varying)].append(job)
+        cells_jobs[_key(job, rows)][_key(job, cols)].append(job)
 
     table: dict[tuple, dict[tuple, Cell]] = defaultdict(dict)
-    for r, by_col in grouped.items():
+    for r, by_col in cells_jobs.items():
         metric = row_metric(spec, r)
         select_by = spec.get("select_by") or f"val_{metric.split('_', 1)[1]}"
-        for c, by_config in by_col.items():
+        for c, cell_jobs in by_col.items():
+            # The configurations a cell chooses among: keys that vary inside it (seeds aside).
+            varying = _varying_keys(cell_jobs, exclude=set(rows) | set(cols) | replicates)
+            by_config: dict[tuple, list[Job]] = defaultdict(list)
+            for job in cell_jobs:
+                by_config[_key(job, varying)].append(job)
             candidates = [_cell(spec, jobs_, metric, select_by, report) for jobs_ in by_config.values()]
             for cand, conf in zip(candidates, by_config.keys()):
-                cand.config = ", ".join(f"{k}={v}" for k, v in zip(varying, conf) if v != "None")
+                cand.config = ", ".join(f"{k}={v}" for k, v in zip(varying, conf))
             if len(candidates) == 1:
                 table[r][c] = candidates[0]
                 continue
@@ -275,12 +279,16 @@ def welch_interval(a: list[float], b: list[float], level: float = 0.95) -> tuple
     return float(diff), float(diff - half), float(diff + half)
 
 
+_REPORTS = {"final": "final-epoch", "best_val": "at the best-validation epoch"}
+
+
 def render(spec, table, profile: str, environment: str) -> tuple[str, pd.DataFrame]:
     metric = spec.metric
     row_keys = _ordered(list(table), spec.get("row_order"))
     col_keys = _ordered(sorted({c for by_col in table.values() for c in by_col}), spec.get("col_order"))
     lines = [f"# {spec.title}", "",
-             f"Profile `{profile}`. Each cell: **final-epoch** {metric} mean ± std over seeds "
+             f"Profile `{profile}`. Each cell: **{_REPORTS[spec.get('report', 'final')]}** {metric} "
+             f"mean ± std over seeds "
              f"[n finished / expected]; `best-ep`: max over epochs of the seed-mean curve (the "
              f"paper's convention, SPEC A.2.6); `paper`: the paper's number.", ""]
     header = "| " + " | ".join(["", *[_label(spec, "col", c) for c in col_keys]]) + " |"

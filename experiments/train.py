@@ -138,6 +138,7 @@ def fit(ctx: RunContext, regime, scheduler, state: LoopState, generator: torch.G
                                                                   cfg.train.eval_batch_size, pad_id).items()})
         row["lr"] = ctx.optimizer.param_groups[0]["lr"]
         row.update(extra)
+        row["epoch_time"] = time.perf_counter() - start  # training + hooks + evaluation
         state.history.append(row)
         state.epoch = epoch + 1
 

@@ -213,13 +213,13 @@ def test_full_balance_every_neuron_satisfies_eq7(p):
     for k in range(4):
         for i in range(model.linears[k].out_features):
             a, b = ref_fcn_neuron_costs(model.linears, p, k, i)
-            assert a == pytest.approx(b, rel=1e-6)
+            assert abs(math.log(a / b)) < 1e-6       # default tol
     model = rnn()
     nb.full_balance(model, p, method="sweep")
     for k in range(3):
         for i in range(6):
             a, b = ref_rnn_costs(model, p, k, i)
-            assert a == pytest.approx(b, rel=1e-6)
+            assert abs(math.log(a / b)) < 1e-6
 
 
 @pytest.mark.parametrize("p", PS)
@@ -242,7 +242,7 @@ def test_full_balance_reports_sweeps_and_caps_them():
     model = fcn((8, 7, 6, 5))
     with pytest.warns(UserWarning, match="max_sweeps=2"):
         r = nb.full_balance(model, 1, method="sweep", max_sweeps=2)
-    assert r.sweeps == 2 and not r.converged and r.max_log_imbalance >= 1e-7
+    assert r.sweeps == 2 and not r.converged and r.max_log_imbalance >= 1e-6
 
 
 # ---------------------------------------------------------------- tied layer balance
@@ -450,7 +450,7 @@ def test_full_balance_at_start_regime():
     ctx = ctx_for(model)
     regime = FullBalanceAtStart(p=2)
     regime.before_training(ctx)
-    assert ctx.extra["full_balance_at_start"]["balance/max_log_imbalance"] < 1e-7
+    assert ctx.extra["full_balance_at_start"]["balance/max_log_imbalance"] < 1e-6
     m0 = regime.on_epoch_end(ctx, 0)
     assert m0["start/balance/cost"] < m0["start/balance/cost_before"]
     assert regime.on_epoch_end(ctx, 1) == {}

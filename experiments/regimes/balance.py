@@ -34,8 +34,8 @@ class _Balancing(Regime):
 class FullBalanceAtStart(_Balancing):
     """Full balance once, before training (NB Fig. 1, Table 2 'NB at start')."""
 
-    def __init__(self, p: float = 1, include_bias: bool = True, tol: float = 1e-7,
-                 max_sweeps: int = 100_000, method: str = "direct", record_ratios: bool = False):
+    def __init__(self, p: float = 1, include_bias: bool = True, tol: float = 1e-6,
+                 max_sweeps: int = 10_000, method: str = "direct", record_ratios: bool = False):
         super().__init__(p, include_bias, record_ratios)
         self.tol, self.max_sweeps, self.method = tol, max_sweeps, method
         self.name = f"fb{p}"

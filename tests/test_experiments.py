@@ -1,0 +1,66 @@
+"""Every experiment file composes at every profile, and smoke-runs through the real entry point
+(`python -m experiments.run -m experiment=<name> profile=smoke`) on tiny files written in the
+real formats, ending with its table."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from experiments.tables import expected_jobs
+from tests.helpers import ROOT, run_cli, write_mnist_like
+from tests.test_data_cifar import write_cifar10, write_cifar100
+from tests.test_data_graphs import two_fold_splits, write_tu
+from tests.test_data_text import imdb_files, write_multi30k, write_tree
+
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+NEEDS_RESULTS = {"awnn_fixed_plus": "awnn_table1"}  # reads the widths another experiment learned
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    write_mnist_like(root, "MNIST")
+    write_mnist_like(root, "FashionMNIST", seed=1)
+    write_tree(root / "imdb", imdb_files())
+    write_multi30k(root)
+    write_cifar10(root)
+    write_cifar100(root)
+    write_tu(root / "TUDataset" / "NCI1" / "raw", "NCI1")
+    two_fold_splits(root / "TUDataset" / "splits" / "NCI1_splits.json")
+    write_tu(root / "TUDataset" / "REDDIT-BINARY" / "raw", "REDDIT-BINARY", node_labels=False)
+    return root
+
+
+def test_every_experiment_has_a_table_header():
+    for name in EXPERIMENTS:
+        text = (ROOT / "conf" / "experiment" / f"{name}.yaml").read_text()
+        assert text.startswith("# @package _global_\n#"), f"{name}: header comment missing"
+        assert f"experiment: {name}\n" in text
+
+
+@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
+@pytest.mark.parametrize("name", [e for e in EXPERIMENTS if e not in NEEDS_RESULTS])
+def test_experiment_composes(name, profile, tmp_path):
+    base, jobs = expected_jobs(name, [f"profile={profile}", f"run.results_dir={tmp_path}"])
+    assert jobs and base.table is not None
+    assert len({j.directory for j in jobs}) == len(jobs), "two jobs share a run directory"
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_smoke_runs(name, tiny_root, tmp_path):
+    common = ["profile=smoke", f"data.root={tiny_root}", f"data.cache={tmp_path / 'cache'}",
+              f"run.results_dir={tmp_path / 'results'}", "run.progress=false", "data.download=false"]
+    if name in NEEDS_RESULTS:
+        run_cli("-m", f"experiment={NEEDS_RESULTS[name]}", *common,
+                "hydra.sweeper.only=[spiral_awnn,spiral_hard_awnn]")
+    proc = run_cli("-m", f"experiment={name}", *common)
+    summaries = [json.loads(p.read_text()) for p in (tmp_path / "results" / "runs" / name).glob("*/summary.json")]
+    _, jobs = expected_jobs(name, common)
+    assert len(summaries) == len(jobs), proc.stdout[-3000:]
+    failed = [s for s in summaries if s["status"] != "finished"]
+    assert not failed, "\n".join(f"{s['key']}: {s.get('error')}\n{s.get('traceback', '')}" for s in failed)
+    table = tmp_path / "results" / "tables" / f"{name}.md"
+    assert table.exists(), proc.stdout[-3000:]
+    assert f"({len(jobs)}/{len(jobs)} runs finished)" in proc.stdout
