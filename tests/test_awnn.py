@@ -320,7 +320,7 @@ def test_training_learns_and_adapts_width():
     regime = AWNNRegime(sigma_theta=1.0)
     regime.before_training(ctx)
     seen = {m.widths[0]}
-    for _ in range(150):
+    for _ in range(400):
         loss = F.cross_entropy(m(x), y) + regime.penalty(ctx)
         opt.zero_grad()
         loss.backward()

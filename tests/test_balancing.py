@@ -16,7 +16,15 @@ from models.fcn import FCN
 from models.rnn import ReLURNNClassifier
 from models.text_classifier import TransformerClassifier
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def float64_default():
+    """Tolerances here need float64; restored afterwards so other test modules are unaffected."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 PS = (1, 2, 3)
 
 

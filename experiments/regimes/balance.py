@@ -65,25 +65,31 @@ class FullBalanceAtStart(_Balancing):
 
 
 class PartialBalancing(_Balancing):
-    """One layer-wise sweep every `every` epochs, epoch 0 included (NB Table 1; authors' code)."""
+    """Every `every` epochs, epoch 0 included: one layer-wise sweep (NB Table 1; authors' code),
+    or with `full=True` a full balance (NB App. A.2, Fig. 4). `every=0` only records ratios."""
 
     def __init__(self, p: float = 1, every: int = 1, order: str = "forward",
-                 include_bias: bool = True, record_ratios: bool = False):
+                 include_bias: bool = True, record_ratios: bool = False, full: bool = False):
         super().__init__(p, include_bias, record_ratios)
-        if every < 1:
-            raise ValueError(f"regime partial balancing every={every}: must be >= 1")
-        if order not in ("forward", "reverse"):
-            raise ValueError(f"order={order!r}: allowed 'forward', 'reverse'")
-        self.every, self.order = every, order
-        self.name = f"nb{p}"
+        if every < 0:
+            raise ValueError(f"regime.balance_every={every}: must be >= 0")
+        if order not in ("forward", "reverse", "random"):
+            raise ValueError(f"regime.balance_order={order!r}: allowed 'forward', 'reverse', 'random'")
+        self.every, self.order, self.full = every, order, full
+        self.name = f"{'fb' if full else 'nb'}{p}"
 
     def before_training(self, ctx: RunContext) -> None:
         self._check_model(ctx.model)
 
     def on_epoch_end(self, ctx: RunContext, epoch: int) -> dict[str, float]:
         out = {}
-        if epoch % self.every == 0:
-            result = balancing.partial_balance(ctx.model, self.p, self.order, self.include_bias)
+        if self.every and epoch % self.every == 0:
+            if self.full:
+                result = balancing.full_balance(ctx.model, self.p, order=self.order,
+                                                include_bias=self.include_bias)
+            else:
+                result = balancing.partial_balance(ctx.model, self.p, self.order, self.include_bias,
+                                                   seed=epoch)
             out = self._apply(ctx, result)
         if self.record_ratios:
             out.update(ratio_metrics(ctx.model, self.p, self.include_bias))
