@@ -142,6 +142,8 @@ def validate(cfg: DictConfig) -> DictConfig:
     from data import validate_dataset_config
     from models import validate_model_config
 
+    # Resolve interpolations (${budget:...}) against the whole config before sections part ways.
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     if cfg.get("dataset") is None or cfg.get("model") is None:
         raise ValueError("config needs a dataset and a model (e.g. dataset=digits model=fcn)")
     body = {k: v for k, v in cfg.items() if k not in ("dataset", "model", "table", "hydra")}

@@ -153,9 +153,10 @@ class Cell:
 
 
 def _label(spec, which: str, value) -> str:
+    """Display name of a row/column key tuple: `<which>_labels["a/b"]`, else "a/b"."""
+    key = "/".join(value) if isinstance(value, tuple) else str(value)
     labels = spec.get(f"{which}_labels") or {}
-    return str(labels.get(value, value) if not isinstance(value, tuple) or len(value) != 1
-               else labels.get(value[0], value[0]))
+    return str(labels.get(key, key))
 
 
 def _key(job: Job, keys) -> tuple:
@@ -245,9 +246,8 @@ def _cell(spec, jobs: list[Job], metric: str, select_by: str, report: str) -> Ce
 
 # --------------------------------------------------------------------------- rendering
 def _ordered(values, order):
-    order = list(order or [])
-    rank = {v: i for i, v in enumerate(order)}
-    return sorted(values, key=lambda v: (rank.get(v[0] if len(v) == 1 else v, len(order)), v))
+    rank = {str(v): i for i, v in enumerate(order or [])}
+    return sorted(values, key=lambda v: (rank.get("/".join(v), len(rank)), v))
 
 
 def _status_note(cell: Cell) -> str:
@@ -256,10 +256,8 @@ def _status_note(cell: Cell) -> str:
 
 
 def _paper(spec, r, c):
-    paper = spec.get("paper") or {}
-    row = paper.get(r[0] if len(r) == 1 else "/".join(r)) or {}
-    value = row.get(c[0] if len(c) == 1 else "/".join(c)) if hasattr(row, "get") else None
-    return value
+    row = (spec.get("paper") or {}).get("/".join(r)) or {}
+    return row.get("/".join(c))
 
 
 def welch_interval(a: list[float], b: list[float], level: float = 0.95) -> tuple[float, float, float]:
