@@ -27,3 +27,13 @@ def _learned_widths(experiment, dataset, results_dir="results"):
 
 if not OmegaConf.has_resolver("learned_widths"):
     OmegaConf.register_new_resolver("learned_widths", _learned_widths)
+
+
+def _gpu_count():
+    import torch
+
+    return max(1, torch.cuda.device_count())
+
+
+if not OmegaConf.has_resolver("gpu_count"):
+    OmegaConf.register_new_resolver("gpu_count", _gpu_count)
