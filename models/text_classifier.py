@@ -10,15 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-
-def sinusoidal_positions(length: int, d_model: int, device=None) -> torch.Tensor:
-    pos = torch.arange(length, device=device, dtype=torch.float32)[:, None]
-    freq = torch.exp(torch.arange(0, d_model, 2, device=device, dtype=torch.float32)
-                     * (-math.log(10000.0) / d_model))
-    pe = torch.zeros(length, d_model, device=device)
-    pe[:, 0::2] = torch.sin(pos * freq)
-    pe[:, 1::2] = torch.cos(pos * freq[: d_model // 2])
-    return pe
+from models.seq2seq import sinusoidal_positions
 
 
 class TransformerClassifier(nn.Module):
