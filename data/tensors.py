@@ -34,18 +34,6 @@ class TensorSplit:
     def take(self, idx: Tensor) -> Batch:
         return tuple(t[idx] for t in self.inputs), self.target[idx]
 
-    def subset(self, idx: Tensor) -> "TensorSplit":
-        idx = idx.to(self.target.device)
-        return TensorSplit(tuple(t[idx] for t in self.inputs), self.target[idx], self.augment)
-
-    def to(self, device: torch.device | str) -> "TensorSplit":
-        return TensorSplit(tuple(t.to(device) for t in self.inputs), self.target.to(device), self.augment)
-
-    @property
-    def labels(self) -> Tensor:
-        """Class label per sample (for stratified subsetting)."""
-        return self.target
-
 
 def iterate(split, batch_size: int, generator: torch.Generator | None = None,
             shuffle: bool = True, augment: bool = False) -> Iterator[Batch]:

@@ -28,7 +28,6 @@ from omegaconf import DictConfig, OmegaConf
 from data.paths import PROJECT_ROOT, resolve
 
 NOT_MEANINGFUL = ("run", "logger", "data", "table", "profile", "experiment", "hydra")
-STATUSES = ("running", "finished", "diverged", "failed")
 
 
 def meaningful(cfg: DictConfig) -> dict:

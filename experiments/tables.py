@@ -280,6 +280,31 @@ def welch_interval(a: list[float], b: list[float], level: float = 0.95) -> tuple
 _REPORTS = {"final": "final-epoch", "best_val": "at the best-validation epoch"}
 
 
+def claim_lines(spec, table, row_keys, col_keys, claim) -> list[str]:
+    """The paper's claim as a number: mean difference (claimed − baseline) with a 95% Welch
+    interval over seeds, for each row (`claim: {col, baseline}`) or each column
+    (`claim: {row, baseline_row}`)."""
+    if claim.get("row") is not None:
+        pairs = [(_label(spec, "col", c), table.get((str(claim.row),), {}).get(c),
+                  table.get((str(claim.baseline_row),), {}).get(c)) for c in col_keys]
+        what = f"{_label(spec, 'row', (str(claim.row),))} − {_label(spec, 'row', (str(claim.baseline_row),))}"
+    else:
+        pairs = [(_label(spec, "row", r), table[r].get((str(claim.col),)) or table[r].get(tuple(str(claim.col).split("/"))),
+                  table[r].get((str(claim.baseline),)) or table[r].get(tuple(str(claim.baseline).split("/"))))
+                 for r in row_keys]
+        what = f"{_label(spec, 'col', tuple(str(claim.col).split('/')))} − " \
+               f"{_label(spec, 'col', tuple(str(claim.baseline).split('/')))}"
+    out = [f"**Claim check** ({what}; mean difference of the reported metric with a 95% Welch "
+           "interval over seeds):", ""]
+    for label, a, b in pairs:
+        if a is None or b is None or not a.n or not b.n:
+            out.append(f"- {label}: not enough finished runs")
+            continue
+        diff, lo, hi = welch_interval(a.values, b.values)
+        out.append(f"- {label}: {diff:+.2f} [{lo:+.2f}, {hi:+.2f}] (n={a.n} vs {b.n})")
+    return out
+
+
 def render(spec, table, profile: str, environment: str) -> tuple[str, pd.DataFrame]:
     metric = spec.metric
     row_keys = _ordered(list(table), spec.get("row_order"))
@@ -324,16 +349,7 @@ def render(spec, table, profile: str, environment: str) -> tuple[str, pd.DataFra
         lines.append("| " + " | ".join([_label(spec, "row", r), *cells]) + " |")
     claim = spec.get("claim")
     if claim:
-        lines += ["", f"**Claim check** ({claim.col} − {claim.baseline}, final-epoch {metric}, "
-                      "mean difference with a 95% Welch interval over seeds):", ""]
-        for r in row_keys:
-            a, b = table[r].get((claim.col,)), table[r].get((claim.baseline,))
-            if a is None or b is None or not a.n or not b.n:
-                lines.append(f"- {_label(spec, 'row', r)}: not enough finished runs")
-                continue
-            diff, lo, hi = welch_interval(a.values, b.values)
-            lines.append(f"- {_label(spec, 'row', r)}: {diff:+.2f} [{lo:+.2f}, {hi:+.2f}] "
-                         f"(n={a.n} vs {b.n})")
+        lines += ["", *claim_lines(spec, table, row_keys, col_keys, claim)]
     if spec.get("notes"):
         lines += ["", str(spec.notes).strip()]
     lines += ["", f"_Hardware: {environment}. Regenerate: `python -m experiments.run -m "

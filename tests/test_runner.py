@@ -109,3 +109,13 @@ def test_run_record_contents(results):
     assert list(metrics.epoch) == [1, 2]
     assert {"train_loss", "val_acc", "test_acc", "time"} <= set(metrics.columns)
     assert summary["final"]["test_acc"] == pytest.approx(metrics.test_acc.iloc[-1])
+
+
+def test_wandb_logger_offline_logs_the_same_rows(results, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    summary = execute(cfg_for(results, "train.epochs=2", "logger=wandb"))
+    assert summary["status"] == "finished"
+    runs = list((results / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
