@@ -34,6 +34,9 @@ class TensorSplit:
     def take(self, idx: Tensor) -> Batch:
         return tuple(t[idx] for t in self.inputs), self.target[idx]
 
+    def to(self, device: torch.device | str) -> "TensorSplit":
+        return TensorSplit(tuple(t.to(device) for t in self.inputs), self.target.to(device), self.augment)
+
 
 def iterate(split, batch_size: int, generator: torch.Generator | None = None,
             shuffle: bool = True, augment: bool = False) -> Iterator[Batch]:

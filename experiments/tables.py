@@ -132,6 +132,7 @@ class Cell:
     expected: int = 0
     statuses: dict = field(default_factory=lambda: defaultdict(int))
     selection_score: float | None = None
+    jobs: list = field(default_factory=list)       # the runs behind the cell (selected config)
 
     @property
     def n(self) -> int:
@@ -220,7 +221,7 @@ def _varying_keys(jobs: list[Job], exclude: set) -> list[str]:
 
 
 def _cell(spec, jobs: list[Job], metric: str, select_by: str, report: str) -> Cell:
-    cell = Cell(expected=len(jobs))
+    cell = Cell(expected=len(jobs), jobs=jobs)
     scores = []
     for job in jobs:
         cell.statuses[job.status] += 1
@@ -358,24 +359,26 @@ def render(spec, table, profile: str, environment: str) -> tuple[str, pd.DataFra
 
 
 # --------------------------------------------------------------------------- figures
-def plot_curves(spec, jobs: list[Job], path: Path) -> None:
+def plot_curves(spec, table, path: Path) -> None:
+    """Metric vs epoch per row (one panel each), one line per column: mean over the runs of the
+    cell's (selected) configuration with a ±1 std band."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows, cols = list(spec.rows), list(spec.cols)
     plots = spec.get("plots") or [{"y": spec.metric}]
-    row_keys = _ordered(sorted({_key(j, rows) for j in jobs}), spec.get("row_order"))
-    col_keys = _ordered(sorted({_key(j, cols) for j in jobs}), spec.get("col_order"))
+    row_keys = _ordered(list(table), spec.get("row_order"))
+    col_keys = _ordered(sorted({c for by_col in table.values() for c in by_col}), spec.get("col_order"))
     fig, axes = plt.subplots(len(plots), len(row_keys), figsize=(4.5 * len(row_keys), 3.4 * len(plots)),
                              squeeze=False)
     for p, plot in enumerate(plots):
         for i, r in enumerate(row_keys):
             ax = axes[p][i]
             for c in col_keys:
-                group = [j for j in jobs if _key(j, rows) == r and _key(j, cols) == c
-                         and j.history is not None][: plot.get("seeds") or None]
+                cell = table[r].get(c)
+                group = [j for j in (cell.jobs if cell else []) if j.history is not None]
+                group = group[: plot.get("seeds") or None]
                 columns = sorted({col for j in group for col in j.history.columns
                                   if fnmatch.fnmatch(col, plot["y"])})
                 for column in columns:
@@ -393,7 +396,7 @@ def plot_curves(spec, jobs: list[Job], path: Path) -> None:
             ax.set_ylabel(plot["y"])
             if plot.get("log"):
                 ax.set_yscale("log")
-            if len(col_keys) * 1 <= 12:
+            if ax.get_legend_handles_labels()[0] and len(ax.get_legend_handles_labels()[0]) <= 12:
                 ax.legend(fontsize=7)
     fig.suptitle(spec.title, fontsize=10)
     fig.tight_layout()
@@ -420,7 +423,7 @@ def build(experiment: str, overrides: list[str] | None = None) -> Path | None:
     records.atomic_write_text(md_path, markdown)
     records.atomic_write_text(out / "tables" / f"{experiment}.csv", frame.to_csv(index=False))
     if any(j.history is not None for j in jobs):
-        plot_curves(spec, jobs, out / "figures" / f"{experiment}.png")
+        plot_curves(spec, table, out / "figures" / f"{experiment}.png")
     if spec.get("post"):
         import importlib
 
