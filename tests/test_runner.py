@@ -11,12 +11,12 @@ from experiments.run import execute
 from experiments.schema import validate
 from tests.helpers import compose_config, run_cli
 
-BASE = ("dataset=digits", "model=fcn", "model.widths=[32]", "optimizer.lr=0.05", "train.batch_size=64",
+BASE = ("dataset=digits", "model=fcn", "optimizer.lr=0.05", "train.batch_size=64",
         "run.progress=false", "run.checkpoint_interval_s=0")
 
 
 def cfg_for(results, *extra):
-    return compose_config(*BASE, f"run.results_dir={results}", *extra)
+    return compose_config(*BASE, "model.widths=[32]", f"run.results_dir={results}", *extra)
 
 
 def test_key_depends_on_meaningful_config_only(results):
@@ -38,9 +38,14 @@ def test_finished_run_is_skipped(results, capsys):
     assert summary_path.stat().st_mtime_ns == before and again == first
 
 
-def test_killed_run_resumes_to_the_same_numbers(results, tmp_path, monkeypatch):
-    # l1 + partial balancing: the regime, the optimiser and the RNG state all have to survive.
-    extra = ("train.epochs=5", "regime=l1", "optimizer=momentum", "optimizer.lr=0.02")
+@pytest.mark.parametrize("extra", [
+    # penalty + partial balancing + momentum: regime, optimiser and RNG state must all survive
+    ("train.epochs=5", "regime=nb_l1", "regime.penalty=l1", "optimizer=momentum", "optimizer.lr=0.02"),
+    # AWNN: widths, capacities and Adam moments of a resized layer must survive too
+    ("train.epochs=5", "model=awnn_mlp", "model.nu0=0.05", "regime=awnn", "optimizer=adam",
+     "optimizer.lr=0.01"),
+], ids=["nb_l1+l1", "awnn"])
+def test_killed_run_resumes_to_the_same_numbers(results, tmp_path, monkeypatch, extra):
     straight = execute(compose_config(*BASE, f"run.results_dir={tmp_path / 'a'}", *extra))
 
     import experiments.train as train
