@@ -151,7 +151,10 @@ def main() -> None:
     parser.add_argument("--resnet-steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1: stable timings)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
     args = parser.parse_args()
+    if args.quick:
+        args.steps, args.repeats, args.resnet_steps = 50, 2, 1
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

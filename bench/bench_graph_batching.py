@@ -6,14 +6,18 @@ Usage: python bench/bench_graph_batching.py [--device cpu|cuda] [--batch-size 12
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
-from data.graphs import GraphSplit
-from data.tensors import iterate
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from data.graphs import GraphSplit  # noqa: E402
+from data.tensors import iterate  # noqa: E402
 
 
 def synthetic_graphs(n_graphs=4110, features=37, seed=0) -> list[Data]:
@@ -63,7 +67,10 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="1 epoch")
     args = parser.parse_args()
+    if args.quick:
+        args.epochs = 1
     device = torch.device(args.device)
     graphs = synthetic_graphs()
     split = to_split(graphs).to(device)
