@@ -148,6 +148,3 @@ def learned_widths(experiment: str, dataset: str, results_dir: str = "results") 
     layers = sorted(k for k in best[0][0]["final"] if k.startswith("width/l"))
     widths = [max(1, round(np.mean([s["final"][k] for s, _ in best]))) for k in layers]
     return "[" + ",".join(str(w) for w in widths) + "]"
-
-
-
