@@ -9,6 +9,8 @@ import importlib
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from data.paths import resolve
+
 DATASETS: dict[str, tuple[str, str, str]] = {
     "double_moon": ("data.synthetic", "SyntheticConfig", "load"),
     "spiral": ("data.synthetic", "SyntheticConfig", "load"),
@@ -34,11 +36,20 @@ def _entry(name: str):
     return getattr(mod, schema), getattr(mod, loader)
 
 
+def dataset_schema(name: str):
+    """The config dataclass of data set `name` (its defaults are part of run identity)."""
+    return _entry(name)[0]
+
+
 def validate_dataset_config(cfg: DictConfig) -> DictConfig:
     schema, _ = _entry(cfg.name)
     return OmegaConf.merge(OmegaConf.structured(schema), cfg)
 
 
 def load_data(cfg: DictConfig, data_cfg: DictConfig, device: torch.device):
+    """Load a data set. `data.root` and `data.cache` are resolved here, once, against the project
+    root (data/paths.py), so every loader sees absolute paths."""
     schema, loader = _entry(cfg.name)
+    data_cfg = OmegaConf.merge(data_cfg, {"root": str(resolve(data_cfg.root)),
+                                          "cache": str(resolve(data_cfg.cache))})
     return loader(OmegaConf.merge(OmegaConf.structured(schema), cfg), data_cfg, device)

@@ -31,10 +31,10 @@ def _plt():
 
 def restore(job, device: str = "cpu"):
     """The trained model of a finished run, and its data (rebuilt from the run's own config)."""
-    cfg = job.cfg
+    cfg = OmegaConf.load(job.directory / "config.yaml")
     data = load_data(cfg.dataset, cfg.data, torch.device(device))
     model = build_model(cfg.model, data.info)
-    state = records.load_checkpoint(job.directory / "checkpoint.pt")
+    state = records.load_checkpoint(job.directory)
     model.load_state_dict(state["model"])
     return model.eval(), data
 
@@ -48,7 +48,7 @@ def truncation_figure(spec, jobs, out: Path, fractions=None) -> None:
     fractions = fractions or [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
     rows, profiles = [], []
     for job in jobs:
-        if job.status != "finished" or not (job.directory / "checkpoint.pt").exists():
+        if job.status != "finished" or not records.has_checkpoint(job.directory):
             continue
         model, data = restore(job)
         if not adaptive_modules(model):
@@ -56,7 +56,7 @@ def truncation_figure(spec, jobs, out: Path, fractions=None) -> None:
         widths = [w for m in adaptive_modules(model) for w in m.widths]
         for keep in fractions:
             acc = evaluate(truncate(model, keep), data.test, data.task, 4096)["acc"]
-            rows.append({"run": job.directory.name, "seed": job.cfg.seed, "keep": keep,
+            rows.append({"run": job.directory.name, "seed": job.seed, "keep": keep,
                          "width": sum(max(1, round(keep * w)) for w in widths), "test_acc": acc})
         profiles.append(adaptive_modules(model)[0].importances()[0].detach().cpu().numpy())
     if not rows:

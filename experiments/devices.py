@@ -5,10 +5,13 @@ import atexit
 import fcntl
 import os
 import tempfile
+import time
 
 import torch
 
-_claimed = []  # open lock files, held for the life of the process
+from experiments.schema import ConfigError
+
+_claimed = []  # (index, open lock file), held for the life of the process
 
 
 def pick_device(spec: str) -> torch.device:
@@ -16,28 +19,43 @@ def pick_device(spec: str) -> torch.device:
         if not torch.cuda.is_available():
             return torch.device("cpu")
         return torch.device(f"cuda:{claim_gpu(torch.cuda.device_count())}")
-    device = torch.device(spec)
+    try:
+        device = torch.device(spec)
+    except RuntimeError as err:
+        raise ConfigError(f"run.device={spec!r} is not a device; allowed: auto, cpu, cuda, cuda:<k>") from err
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"run.device={spec!r} but CUDA is not available; allowed here: cpu, auto")
+        raise ConfigError(f"run.device={spec!r} but CUDA is not available here; allowed: cpu, auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"run.device={spec!r}: this host has {torch.cuda.device_count()} GPU(s)")
     return device
 
 
-def claim_gpu(count: int) -> int:
+def claim_gpu(count: int, poll_s: float = 5.0, timeout_s: float | None = None) -> int:
     """Lock the first GPU no other job on this host holds (flock; released at process exit).
 
-    A joblib worker runs many jobs in turn, so a worker keeps the GPU it claimed first.
+    A joblib worker runs many jobs in turn, so a worker keeps the GPU it claimed first. When every
+    GPU is held, wait for one (saying so) rather than doubling jobs onto a GPU; `timeout_s` bounds
+    the wait (TimeoutError).
     """
     if _claimed:
         return _claimed[0][0]
     lock_dir = os.environ.get("BW_GPU_LOCK_DIR", tempfile.gettempdir())
-    for index in range(count):
-        handle = open(os.path.join(lock_dir, f"bw-gpu-{index}.lock"), "w")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            continue
-        _claimed.append((index, handle))
-        atexit.register(handle.close)
-        return index
-    return os.getpid() % count  # more jobs than GPUs: share
+    start, said = time.monotonic(), False
+    while True:
+        for index in range(count):
+            handle = open(os.path.join(lock_dir, f"bw-gpu-{index}.lock"), "w")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                continue
+            _claimed.append((index, handle))
+            atexit.register(handle.close)
+            return index
+        if timeout_s is not None and time.monotonic() - start >= timeout_s:
+            raise TimeoutError(f"all {count} GPUs stayed held by other jobs for {timeout_s:.0f}s")
+        if not said:
+            print(f"[device] all {count} GPUs are held by other jobs (locks in {lock_dir}); "
+                  f"waiting for one to free up", flush=True)
+            said = True
+        time.sleep(poll_s)

@@ -1,48 +1,30 @@
-"""Run records: identity, atomic files, checkpoints.
+"""Run records: atomic files, checkpoints, the run's status and its lock.
 
-A run's identity is a hash of its meaningful config (seed included; run control, logging, data
-paths and the table spec excluded), so a rerun finds its own directory: finished -> skipped,
-interrupted -> resumed from the last checkpoint.
-
-results/runs/<experiment>/<key>/
+results/runs/<experiment>/<key>/          (key: experiments/identity.py)
     config.yaml      resolved config          choices.json  Hydra group choices (model=fcn2, ...)
-    metrics.csv      one row per epoch         summary.json  status, final / best metrics
-    environment.json git revision, versions    checkpoint.pt model, optimiser, RNG, history
+    metrics.csv      one row per epoch         summary.json  status (running / finished /
+    environment.json code version, machine                   diverged / failed), final metrics
+    checkpoint.pt    model, optimiser, RNG, history (checkpoint.prev.pt: the one before)
+    .lock            held (flock) by the job training this run, for the run's whole life
 """
 from __future__ import annotations
 
 import csv
-import hashlib
+import datetime
+import fcntl
 import io
 import json
 import os
-import platform
-import subprocess
-import sys
+import socket
 import tempfile
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 
-from data.paths import PROJECT_ROOT, resolve
+from experiments.identity import run_dir, run_key  # noqa: F401  (re-exported: records.run_dir)
+from experiments.provenance import environment  # noqa: F401  (re-exported)
 
-NOT_MEANINGFUL = ("run", "logger", "data", "table", "profile", "experiment", "hydra")
-
-
-def meaningful(cfg: DictConfig) -> dict:
-    full = OmegaConf.to_container(cfg, resolve=True)
-    return {k: v for k, v in full.items() if k not in NOT_MEANINGFUL}
-
-
-def run_key(cfg: DictConfig) -> str:
-    blob = json.dumps(meaningful(cfg), sort_keys=True, default=str)
-    digest = hashlib.sha1(blob.encode()).hexdigest()[:10]
-    return f"{cfg.dataset.name}-{cfg.model.name}-{cfg.regime.name}-s{cfg.seed}-{digest}"
-
-
-def run_dir(cfg: DictConfig) -> Path:
-    return resolve(cfg.run.results_dir) / "runs" / cfg.experiment / run_key(cfg)
+CHECKPOINT, PREVIOUS = "checkpoint.pt", "checkpoint.prev.pt"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -83,46 +65,128 @@ def write_metrics_csv(path: Path, history: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
+class CheckpointError(RuntimeError):
+    pass
+
+
+def save_checkpoint(directory: Path, state: dict) -> None:
+    """Write checkpoint.pt atomically, keeping the previous one as checkpoint.prev.pt."""
     buf = io.BytesIO()
     torch.save(state, buf)
+    path = directory / CHECKPOINT
+    if path.exists():
+        os.replace(path, directory / PREVIOUS)
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_checkpoint(path: Path):
-    return torch.load(path, map_location="cpu", weights_only=False)
+def has_checkpoint(directory: Path) -> bool:
+    return (directory / CHECKPOINT).exists() or (directory / PREVIOUS).exists()
 
 
-def git_revision() -> str:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
-                             text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5).stdout.strip()
-        return f"{rev}{'-dirty' if dirty else ''}" if rev else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+def load_checkpoint(directory: Path, log=print) -> dict:
+    """The newest readable checkpoint (weights only); falls back to the previous one, saying so."""
+    errors = []
+    for name in (CHECKPOINT, PREVIOUS):
+        path = directory / name
+        if not path.exists():
+            continue
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated, corrupt, or not a checkpoint at all
+            errors.append(f"{name}: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
+            log(f"[run] {directory.name}: {name} is unreadable ({errors[-1]})")
+            continue
+        if name == PREVIOUS:
+            log(f"[run] {directory.name}: resuming from the previous checkpoint ({PREVIOUS})")
+            if (directory / CHECKPOINT).exists():  # keep it for a look, out of the rotation
+                os.replace(directory / CHECKPOINT, directory / "checkpoint.corrupt.pt")
+        return state
+    raise CheckpointError(f"{directory}: no readable checkpoint ({'; '.join(errors) or 'none found'}). "
+                          f"Delete the checkpoint files or rerun with run.force=true "
+                          f"(starts the run over, losing its progress)")
 
 
-def environment(device: torch.device) -> dict:
-    env = {
-        "git": git_revision(),
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-        "argv": sys.argv,
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-    }
-    if device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(device)
-        env["cuda"] = torch.version.cuda
-    return env
+def clear_checkpoints(directory: Path) -> None:
+    for name in (CHECKPOINT, PREVIOUS, "checkpoint.corrupt.pt"):
+        (directory / name).unlink(missing_ok=True)
 
 
 def read_summary(directory: Path) -> dict | None:
     path = directory / "summary.json"
-    return read_json(path) if path.exists() else None
+    try:
+        return read_json(path) if path.exists() else None
+    except json.JSONDecodeError:
+        return None
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def running_summary(key: str, experiment: str, seed: int) -> dict:
+    """What summary.json says while a run trains: who trains it, where, since when."""
+    return {"status": "running", "key": key, "experiment": experiment, "seed": seed,
+            "host": socket.gethostname(), "pid": os.getpid(), "started": now()}
+
+
+# --------------------------------------------------------------------------- run lock
+class RunLock:
+    """An exclusive flock on <run dir>/.lock, held while a job trains the run.
+
+    Two jobs with the same key (a resubmitted array, a sweep started twice) cannot both train
+    into one directory: the second finds the lock held and skips (or waits). Released when the
+    process exits, however it exits.
+    """
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.handle = None
+
+    def acquire(self, wait: bool = False) -> bool:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        handle = open(self.directory / ".lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except OSError:
+            handle.close()
+            return False
+        self.handle = handle
+        return True
+
+    def release(self) -> None:
+        if self.handle is not None:
+            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            self.handle.close()
+            self.handle = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def is_locked(directory: Path) -> bool:
+    """True if some process holds the run's lock now (on this host, or on a shared file system
+    whose flock is coherent across hosts)."""
+    path = directory / ".lock"
+    if not path.exists():
+        return False
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+def live_status(directory: Path, summary: dict | None) -> str:
+    """The run's status as a table should show it: a `running` summary whose lock nobody holds
+    on this host is `stale` (the job was killed); on another host it cannot be checked."""
+    if summary is None:
+        return "missing"
+    status = summary.get("status", "missing")
+    if status == "running" and summary.get("host") == socket.gethostname() and not is_locked(directory):
+        return "stale"
+    return status

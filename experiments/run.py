@@ -1,8 +1,14 @@
 """Entry point: `python -m experiments.run [overrides]` trains and evaluates one run;
 `python -m experiments.run -m experiment=<name>` runs that experiment's whole sweep.
+
+A run owns its directory while it trains (records.RunLock): a finished run is skipped, an
+interrupted one resumes from its last readable checkpoint, and a second job with the same key
+skips it (or waits, `run.on_locked=wait`).
 """
 from __future__ import annotations
 
+import os
+import sys
 import time
 import traceback
 
@@ -15,8 +21,9 @@ from data import load_data
 from experiments import records
 from experiments.devices import pick_device
 from experiments.loggers import make_logger
+from experiments.provenance import code_state
 from experiments.regimes import RunContext, build_regime
-from experiments.schema import validate
+from experiments.schema import ConfigError, validate
 from experiments.train import LoopState, build_optimizer, build_scheduler, fit, primary_metric
 from models import build_model
 
@@ -39,17 +46,52 @@ def in_multirun() -> bool:
 
 def execute(cfg: DictConfig) -> dict:
     """Run one configuration to completion (or resume it). Returns its summary."""
+    if cfg.get("run", {}).get("stack_file"):
+        from experiments.stack_run import execute_stack
+
+        return execute_stack(cfg)
     cfg = validate(cfg)
     directory = records.run_dir(cfg)
-    summary = records.read_summary(directory)
-    if summary and summary["status"] in ("finished", "diverged") and not cfg.run.force:
-        print(f"[run] skip {directory.name}: already {summary['status']}")
-        return summary
+    lock = records.RunLock(directory)
+    if not lock.acquire(wait=False):
+        if cfg.run.on_locked == "skip":
+            return skip_locked(directory)
+        print(f"[run] wait {directory.name}: another job trains it; waiting for its lock")
+        lock.acquire(wait=True)
+    with lock:
+        summary = records.read_summary(directory)
+        if summary and summary["status"] in ("finished", "diverged") and not cfg.run.force:
+            print(f"[run] skip {directory.name}: already {summary['status']}{code_note(directory)}")
+            return summary
+        return train_guarded(cfg, directory)
+
+
+def skip_locked(directory) -> dict:
+    summary = records.read_summary(directory) or {}
+    who = f" (host {summary.get('host')}, pid {summary.get('pid')}, since {summary.get('started')})" \
+        if summary.get("status") == "running" else ""
+    print(f"[run] skip {directory.name}: another job is training it{who}")
+    return {**summary, "status": "running", "key": directory.name}
+
+
+def code_note(directory) -> str:
+    """Say so when a finished run was made by other code than the one running now."""
+    path = directory / "environment.json"
+    then = records.read_json(path).get("code_version") if path.exists() else None
+    current = code_state()["code_version"]
+    if then == current:
+        return ""
+    return f" (made by code {then or 'unknown'}, now {current}; run.force=true reruns it)"
+
+
+def train_guarded(cfg: DictConfig, directory) -> dict:
+    """train_run, recording an exception as a `failed` run (and raising it outside a sweep)."""
     try:
         return train_run(cfg, directory)
     except Exception as err:
         summary = {"status": "failed", "key": directory.name, "experiment": cfg.experiment,
-                   "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
+                   "seed": cfg.seed, "error": f"{type(err).__name__}: {err}",
+                   "traceback": traceback.format_exc()}
         records.write_json(directory / "summary.json", summary)
         if not in_multirun():
             raise
@@ -57,20 +99,27 @@ def execute(cfg: DictConfig) -> dict:
         return summary
 
 
+def start_record(cfg: DictConfig, directory, device: torch.device) -> None:
+    """config, choices, environment and a `running` summary, before any training."""
+    if cfg.run.force:
+        records.clear_checkpoints(directory)
+    records.atomic_write_text(directory / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    records.write_json(directory / "choices.json", hydra_choices())
+    records.write_json(directory / "environment.json", records.environment(device))
+    records.write_json(directory / "summary.json",
+                       records.running_summary(directory.name, cfg.experiment, cfg.seed))
+
+
 def train_run(cfg: DictConfig, directory) -> dict:
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     device = pick_device(cfg.run.device)
-    directory.mkdir(parents=True, exist_ok=True)
-    records.atomic_write_text(directory / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    records.write_json(directory / "choices.json", hydra_choices())
-
     data = load_data(cfg.dataset, cfg.data, device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.info).to(device)
     if device.type == "cpu" and not cfg.run.threads and sum(p.numel() for p in model.parameters()) < 50_000:
         torch.set_num_threads(1)  # tiny models: thread hand-offs cost more than they save
-    records.write_json(directory / "environment.json", records.environment(device))
+    start_record(cfg, directory, device)
     optimizer = build_optimizer(cfg.optimizer, model.parameters())
     scheduler = build_scheduler(cfg.optimizer, optimizer)
     regime = build_regime(cfg.regime)
@@ -78,11 +127,8 @@ def train_run(cfg: DictConfig, directory) -> dict:
     generator = torch.Generator().manual_seed(cfg.seed + 1)  # batch order, independent of init
     state = LoopState()
 
-    checkpoint = directory / "checkpoint.pt"
-    if cfg.run.force:
-        checkpoint.unlink(missing_ok=True)
-    if checkpoint.exists():
-        saved = records.load_checkpoint(checkpoint)
+    if records.has_checkpoint(directory):
+        saved = records.load_checkpoint(directory)
         model.load_state_dict(saved["model"])
         ctx.optimizer.load_state_dict(saved["optimizer"])
         if scheduler is not None:
@@ -105,7 +151,7 @@ def train_run(cfg: DictConfig, directory) -> dict:
         due = time.monotonic() - last_save[0] >= cfg.run.checkpoint_interval_s
         if not (force or due or st.status != "running"):
             return
-        records.save_checkpoint(checkpoint, {
+        records.save_checkpoint(directory, {
             "model": model.state_dict(), "optimizer": ctx.optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "regime": regime.state_dict(), "generator": generator.get_state(),
@@ -124,14 +170,18 @@ def train_run(cfg: DictConfig, directory) -> dict:
     summary = summarize(cfg, directory.name, state, data.task, data.splits)
     records.write_json(directory / "summary.json", summary)
     logger.finish(summary)
-    final = summary["final"]
-    metric = primary_metric(data.task)[0]
-    print(f"[run] {summary['status']} {directory.name}: epochs={state.epoch} "
-          f"test_{metric}={final.get(f'test_{metric}', float('nan')):.4f} ({state.elapsed:.1f}s)")
+    report(summary, data.task, state)
     return summary
 
 
-def summarize(cfg, key: str, state: LoopState, task: str, splits: dict) -> dict:
+def report(summary: dict, task: str, state: LoopState) -> None:
+    metric = primary_metric(task)[0]
+    value = summary["final"].get(f"test_{metric}", float("nan"))
+    print(f"[run] {summary['status']} {summary['key']}: epochs={state.epoch} "
+          f"test_{metric}={value:.4f} ({state.elapsed:.1f}s)")
+
+
+def summarize(cfg, key: str, state: LoopState, task: str, splits: dict, choices: dict | None = None) -> dict:
     metric, direction = primary_metric(task)
     history = state.history
     pick = max if direction == "max" else min
@@ -145,14 +195,45 @@ def summarize(cfg, key: str, state: LoopState, task: str, splits: dict) -> dict:
         "metric": metric, "direction": direction, "epochs": state.epoch,
         "train_seconds": state.elapsed, "final": history[-1] if history else {},
         "best_val": best_by(f"val_{metric}"), "best_test": best_by(f"test_{metric}"),
-        "splits": splits, "choices": hydra_choices(),
+        "splits": splits, "choices": hydra_choices() if choices is None else choices,
+        "code_version": code_state()["code_version"], "finished": records.now(),
     }
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig):
-    return execute(cfg)["status"]
+    try:
+        return execute(cfg)["status"]
+    except ConfigError as err:
+        fail_config(err)
+
+
+def fail_config(err: Exception) -> None:
+    """One line, no traceback, exit code 2 (HYDRA_FULL_ERROR=1 keeps the traceback)."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise err
+    print(f"config error: {err}", file=sys.stderr)
+    sys.exit(2)
+
+
+def check_group_options(argv: list[str]) -> None:
+    """`dataset=imagenet`: name the choices in one line before Hydra composes anything."""
+    from data.paths import PROJECT_ROOT
+
+    conf = PROJECT_ROOT / "conf"
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        key = key.lstrip("+~")
+        if arg.startswith("-") or not sep or key.startswith("hydra") or not (conf / key).is_dir():
+            continue
+        if any(c in value for c in "()[]{}$") or value in ("null", ""):
+            continue  # sweep functions, interpolations: Hydra's own checks apply
+        allowed = sorted(p.stem for p in (conf / key).glob("*.yaml"))
+        bad = [v for v in value.split(",") if v not in allowed]
+        if bad:
+            fail_config(ConfigError(f"{key}={','.join(bad)} is not a config option; allowed: {allowed}"))
 
 
 if __name__ == "__main__":
+    check_group_options(sys.argv[1:])
     main()

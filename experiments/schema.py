@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("none", "step", "multistep", "plateau")
@@ -16,6 +17,11 @@ PENALTIES = ("none", "l1", "l2")
 ORDERS = ("forward", "reverse", "random")
 PROFILES = ("paper", "quick", "smoke")
 LOGGERS = ("csv", "wandb")
+ON_LOCKED = ("skip", "wait")
+
+
+class ConfigError(ValueError):
+    """A bad config value: the runner prints it as one line (no traceback) and exits with 2."""
 
 
 @dataclass
@@ -96,6 +102,11 @@ class RunControl:
     progress: bool = True
     force: bool = False               # rerun even if a finished record exists
     threads: int = 0                  # torch CPU threads (0 = default; 1 for models under 50k params)
+    on_locked: str = "skip"           # another job trains this run: skip it, or wait for it
+    stack: bool = False               # multirun: train jobs differing only by seed as one stack
+    stack_over: list[str] = field(default_factory=list)  # ...and by these value keys (e.g. optimizer.lr)
+    stack_max: int = 64               # members per stacked process at most
+    stack_file: Optional[str] = None  # set by the sweeper: the members of this stacked job
 
 
 @dataclass
@@ -108,7 +119,7 @@ class LoggerConfig:
     name: str = "csv"
     project: str = "balance-width"
     entity: Optional[str] = None
-    mode: str = "auto"                # auto: online if an API key is set, else offline
+    mode: str = "auto"                # auto: online if W&B has credentials, else offline (said)
 
 
 @dataclass
@@ -134,7 +145,20 @@ ConfigStore.instance().store(name="schema", node=Config)
 
 def _check(value, allowed, key):
     if value not in allowed:
-        raise ValueError(f"{key}={value!r} is not allowed; allowed: {list(allowed)}")
+        raise ConfigError(f"{key}={value!r} is not allowed; allowed: {list(allowed)}")
+
+
+def _one_line(err: OmegaConfBaseException) -> str:
+    """OmegaConf's multi-line message as one line naming the key."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    key = getattr(err, "full_key", None)
+    return f"{key}: {first}" if key and key not in first else first
+
+
+# Size fields that must be positive wherever a dataset or model schema has them.
+POSITIVE_SIZES = ("widths", "num_hidden", "hidden", "num_layers", "hidden_size",
+                  "d_model", "nhead", "dim_feedforward", "num_encoder_layers", "num_decoder_layers",
+                  "embed_dim", "max_width")
 
 
 def validate(cfg: DictConfig) -> DictConfig:
@@ -142,15 +166,20 @@ def validate(cfg: DictConfig) -> DictConfig:
     from data import validate_dataset_config
     from models import validate_model_config
 
-    # Resolve interpolations (${budget:...}) against the whole config before sections part ways.
-    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    if cfg.get("dataset") is None or cfg.get("model") is None:
-        raise ValueError("config needs a dataset and a model (e.g. dataset=digits model=fcn)")
-    body = {k: v for k, v in cfg.items() if k not in ("dataset", "model", "table", "hydra")}
-    typed = OmegaConf.merge(OmegaConf.structured(Config), body)
-    typed.dataset = validate_dataset_config(cfg.dataset)
-    typed.model = validate_model_config(cfg.model)
-    typed.table = cfg.get("table")
+    try:
+        # Resolve interpolations (${budget:...}) against the whole config before sections part.
+        cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        if cfg.get("dataset") is None or cfg.get("model") is None:
+            raise ConfigError("config needs a dataset and a model (e.g. dataset=digits model=fcn)")
+        body = {k: v for k, v in cfg.items() if k not in ("dataset", "model", "table", "hydra")}
+        typed = OmegaConf.merge(OmegaConf.structured(Config), body)
+        typed.dataset = validate_dataset_config(cfg.dataset)
+        typed.model = validate_model_config(cfg.model)
+        typed.table = cfg.get("table")
+    except OmegaConfBaseException as err:
+        raise ConfigError(_one_line(err)) from err
+    except ValueError as err:  # the registries' unknown names
+        raise ConfigError(str(err)) from err
     _check(typed.optimizer.name, OPTIMIZERS, "optimizer.name")
     _check(typed.optimizer.scheduler.name, SCHEDULERS, "optimizer.scheduler.name")
     _check(typed.regime.penalty, PENALTIES, "regime.penalty")
@@ -158,12 +187,21 @@ def validate(cfg: DictConfig) -> DictConfig:
     _check(typed.regime.balance_p, (1, 2, 3, 4), "regime.balance_p")
     _check(typed.profile.name, PROFILES, "profile.name")
     _check(typed.logger.name, LOGGERS, "logger.name")
+    _check(typed.logger.mode, ("auto", "online", "offline", "disabled"), "logger.mode")
+    _check(typed.run.on_locked, ON_LOCKED, "run.on_locked")
     for key, value in (("train.epochs", typed.train.epochs), ("train.batch_size", typed.train.batch_size),
-                       ("optimizer.lr", typed.optimizer.lr)):
+                       ("optimizer.lr", typed.optimizer.lr), ("run.stack_max", typed.run.stack_max)):
         if value <= 0:
-            raise ValueError(f"{key}={value} must be > 0")
+            raise ConfigError(f"{key}={value} must be > 0")
     if typed.regime.balance_every < 0:
-        raise ValueError(f"regime.balance_every={typed.regime.balance_every} must be >= 0")
+        raise ConfigError(f"regime.balance_every={typed.regime.balance_every} must be >= 0")
     if not 0 < typed.dataset.get("fraction", 1.0) <= 1:
-        raise ValueError(f"dataset.fraction={typed.dataset.fraction} must be in (0, 1]")
+        raise ConfigError(f"dataset.fraction={typed.dataset.fraction} must be in (0, 1]")
+    for section in ("dataset", "model"):
+        for name in POSITIVE_SIZES:
+            value = typed[section].get(name)
+            values = list(value) if OmegaConf.is_list(value) else [value]
+            if any(v is not None and v < 1 for v in values):
+                raise ConfigError(f"{section}.{name}={OmegaConf.to_container(value) if OmegaConf.is_list(value) else value}"
+                                  f": every size must be >= 1")
     return typed

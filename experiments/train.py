@@ -47,6 +47,13 @@ def evaluate(model, split, task: str, batch_size: int, pad_id: int = 0) -> dict[
     return {"loss": stats[0] / stats[2], "acc": 100.0 * stats[1] / stats[2]}
 
 
+def plain(value):
+    """A metric as a Python number (checkpoints load with weights_only=True: no numpy scalars)."""
+    if torch.is_tensor(value):
+        return value.item()
+    return value.item() if hasattr(value, "item") and not isinstance(value, (int, float)) else value
+
+
 # --------------------------------------------------------------------------- optimiser
 def build_optimizer(cfg, params):
     if cfg.name == "sgd":
@@ -137,7 +144,7 @@ def fit(ctx: RunContext, regime, scheduler, state: LoopState, generator: torch.G
                 row.update({f"{name}_{k}": v for k, v in evaluate(ctx.model, split, task,
                                                                   cfg.train.eval_batch_size, pad_id).items()})
         row["lr"] = ctx.optimizer.param_groups[0]["lr"]
-        row.update(extra)
+        row.update({k: plain(v) for k, v in extra.items()})
         row["epoch_time"] = time.perf_counter() - start  # training + hooks + evaluation
         state.history.append(row)
         state.epoch = epoch + 1

@@ -32,6 +32,11 @@ def _entry(name: str):
     return getattr(mod, schema), getattr(mod, builder)
 
 
+def model_schema(name: str):
+    """The config dataclass of model `name` (its defaults are part of run identity)."""
+    return _entry(name)[0]
+
+
 def validate_model_config(cfg: DictConfig) -> DictConfig:
     """Merge `cfg` onto its schema: raises with the offending key/value on a mismatch."""
     schema, _ = _entry(cfg.name)

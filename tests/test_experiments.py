@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.tables import expected_jobs
+from experiments.plan import plan_experiment
 from tests.helpers import ROOT, run_cli, write_mnist_like
 from tests.test_data_cifar import write_cifar10, write_cifar100
 from tests.test_data_graphs import two_fold_splits, write_tu
@@ -43,7 +43,7 @@ def test_every_experiment_has_a_table_header():
 @pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
 @pytest.mark.parametrize("name", [e for e in EXPERIMENTS if e not in NEEDS_RESULTS])
 def test_experiment_composes(name, profile, tmp_path):
-    base, jobs = expected_jobs(name, [f"profile={profile}", f"run.results_dir={tmp_path}"])
+    base, jobs = plan_experiment(name, [f"profile={profile}", f"run.results_dir={tmp_path}"])
     assert jobs and base.table is not None
     assert len({j.directory for j in jobs}) == len(jobs), "two jobs share a run directory"
 
@@ -57,7 +57,7 @@ def test_experiment_smoke_runs(name, tiny_root, tmp_path):
                 "hydra.sweeper.only=[spiral_awnn,spiral_hard_awnn]")
     proc = run_cli("-m", f"experiment={name}", *common)
     summaries = [json.loads(p.read_text()) for p in (tmp_path / "results" / "runs" / name).glob("*/summary.json")]
-    _, jobs = expected_jobs(name, common)
+    _, jobs = plan_experiment(name, common)
     assert len(summaries) == len(jobs), proc.stdout[-3000:]
     failed = [s for s in summaries if s["status"] != "finished"]
     assert not failed, "\n".join(f"{s['key']}: {s.get('error')}\n{s.get('traceback', '')}" for s in failed)

@@ -64,7 +64,8 @@ def test_killed_run_resumes_to_the_same_numbers(results, tmp_path, monkeypatch, 
     with pytest.raises(KeyboardInterrupt):
         execute(cfg)
     directory = records.run_dir(validate(cfg))
-    assert (directory / "checkpoint.pt").exists() and not (directory / "summary.json").exists()
+    assert (directory / "checkpoint.pt").exists()
+    assert records.read_summary(directory)["status"] == "running"   # killed, not finished
     assert len(pd.read_csv(directory / "metrics.csv")) == 2
     monkeypatch.setattr(train, "evaluate", real)
     resumed = execute(cfg)
@@ -99,8 +100,84 @@ def test_bad_values_fail_before_training_with_the_allowed_ones(results, override
 
 def test_unknown_group_option_names_the_choices(results):
     proc = run_cli("dataset=imagenet", f"run.results_dir={results}", check=False)
-    assert proc.returncode != 0
-    assert "dataset/imagenet" in proc.stderr and "mnist" in proc.stderr
+    assert proc.returncode == 2
+    assert "dataset=imagenet is not a config option" in proc.stderr and "'mnist'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("override, message", [
+    ("regime.penalty=l3", "regime.penalty='l3' is not allowed; allowed: ['none', 'l1', 'l2']"),
+    ("model.widths=[0]", "model.widths=[0]: every size must be >= 1"),
+    ("+model.depth=3", "depth"),
+])
+def test_config_errors_are_one_line_exit_2(results, override, message):
+    args = [*BASE, f"run.results_dir={results}", override]
+    proc = run_cli(*args, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert [line for line in proc.stderr.splitlines() if line.strip()] == [
+        line for line in proc.stderr.splitlines() if line.startswith("config error:")]
+    sweep = run_cli("-m", *args, check=False)          # a sweep fails before launching anything
+    assert sweep.returncode == 2 and message in sweep.stderr and "Traceback" not in sweep.stderr
+    assert not list(results.glob("runs/*/*/summary.json"))
+
+
+def test_hydra_full_error_keeps_the_traceback(results, monkeypatch):
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    proc = run_cli(*BASE, f"run.results_dir={results}", "regime.penalty=l3", check=False)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "ConfigError" in proc.stderr
+
+
+def test_wandb_auto_mode_follows_wandb_login(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("wandb")
+    from experiments.loggers import wandb_mode
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("NETRC", str(tmp_path / ".netrc"))
+    assert wandb_mode("auto") == "offline"
+    assert "logging offline" in capsys.readouterr().out
+    netrc = tmp_path / ".netrc"
+    netrc.write_text(f"machine api.wandb.ai\n  login user\n  password {'a' * 40}\n")
+    netrc.chmod(0o600)
+    assert wandb_mode("auto") == "online"          # `wandb login` wrote this file; no env key
+    assert wandb_mode("offline") == "offline"
+
+
+def test_gpu_claim_never_doubles_up(tmp_path, monkeypatch):
+    import fcntl
+
+    from experiments import devices
+
+    monkeypatch.setenv("BW_GPU_LOCK_DIR", str(tmp_path))
+    monkeypatch.setattr(devices, "_claimed", [])
+    held = []
+    for index in range(2):                                     # two other jobs hold both GPUs
+        handle = open(tmp_path / f"bw-gpu-{index}.lock", "w")
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.append(handle)
+    with pytest.raises(TimeoutError):
+        devices.claim_gpu(2, poll_s=0.05, timeout_s=0.2)
+    held[1].close()                                            # GPU 1 frees up
+    assert devices.claim_gpu(2, poll_s=0.05, timeout_s=1.0) == 1
+    assert devices.claim_gpu(2) == 1                           # a worker keeps its GPU
+    held[0].close()
+    devices._claimed[0][1].close()
+
+
+def test_relative_data_paths_resolve_against_the_project_root(tmp_path, monkeypatch):
+    import data
+    from data.paths import PROJECT_ROOT
+
+    seen = {}
+    cfg = validate(cfg_for(tmp_path / "r", "data.root=some/data", "data.cache=some/cache"))
+    schema = data.dataset_schema("digits")
+    monkeypatch.setattr(data, "_entry", lambda name: (schema, lambda c, dcfg, dev: seen.update(dcfg)))
+    monkeypatch.chdir(tmp_path)
+    data.load_data(cfg.dataset, cfg.data, None)
+    assert seen["root"] == str(PROJECT_ROOT / "some" / "data")
+    assert seen["cache"] == str(PROJECT_ROOT / "some" / "cache")
 
 
 def test_run_record_contents(results):
@@ -109,7 +186,7 @@ def test_run_record_contents(results):
     for name in ("config.yaml", "metrics.csv", "summary.json", "environment.json", "checkpoint.pt"):
         assert (directory / name).exists(), name
     env = json.loads((directory / "environment.json").read_text())
-    assert {"git", "torch", "python", "device"} <= set(env)
+    assert {"git_revision", "git_dirty", "diff_sha256", "code_version", "torch", "python", "device", "host"} <= set(env)
     metrics = pd.read_csv(directory / "metrics.csv")
     assert list(metrics.epoch) == [1, 2]
     assert {"train_loss", "val_acc", "test_acc", "time"} <= set(metrics.columns)

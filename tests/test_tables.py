@@ -1,20 +1,34 @@
-"""Table builder on fabricated run directories: missing and diverged seeds are shown, the
-paper convention (max over epochs of the seed-mean curve) and the final-epoch mean are both right."""
+"""Table builder on fabricated run directories, read through the sweep's manifest: missing,
+diverged, running and stale runs are shown; the paper convention (max over epochs of the
+seed-mean curve) and the final-epoch mean are both right; environments and code versions are
+listed, never collapsed into one."""
 from __future__ import annotations
+
+import json
+import os
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import records
-from experiments.tables import build, expected_jobs, welch_interval
+from experiments import plan, records
+from experiments.tables import build, welch_interval
+from experiments.tables.claims import bootstrap_interval
 
 OVERRIDES = ["profile=quick"]
 
 
-def fabricate(results, skip_missing=("nb_l2", 2), diverge=("l1", 1)):
-    _, jobs = expected_jobs("demo_digits", [*OVERRIDES, f"run.results_dir={results}"])
-    truth = {}
+def planned(results, experiment="demo_digits", extra=()):
+    overrides = [*OVERRIDES, f"run.results_dir={results}", *extra]
+    base, jobs = plan.plan_experiment(experiment, overrides)
+    body = plan.manifest(jobs, experiment, "quick", base.table, [f"experiment={experiment}", *overrides],
+                         str(results))
+    plan.merge_manifest(plan.manifest_path(str(results), experiment, "quick", overrides), body)
+    return overrides, jobs
+
+
+def fabricate(results, skip_missing=("nb_l2", 2), diverge=("l1", 1), code=lambda job: "abc"):
+    overrides, jobs = planned(results)
     for job in jobs:
         regime, seed = job.choices["regime"], job.cfg.seed
         if (regime, seed) == skip_missing:
@@ -26,21 +40,16 @@ def fabricate(results, skip_missing=("nb_l2", 2), diverge=("l1", 1)):
                                 "val_acc": curve - 1})
         job.directory.mkdir(parents=True)
         history.to_csv(job.directory / "metrics.csv", index=False)
-        records.write_json(job.directory / "summary.json", {"status": status, "key": job.directory.name})
-        truth.setdefault(regime, []).append((seed, base, status))
-    return jobs, truth
-
-
-def test_expected_runs_follow_the_sweep(results):
-    _, jobs = expected_jobs("demo_digits", [*OVERRIDES, f"run.results_dir={results}"])
-    assert len(jobs) == 4 * 3
-    assert len({j.directory for j in jobs}) == 12
-    assert {j.choices["regime"] for j in jobs} == {"plain", "l1", "nb_l1", "nb_l2"}
+        records.write_json(job.directory / "summary.json", {"status": status, "key": job.key})
+        records.write_json(job.directory / "environment.json",
+                           {"processor": "x86_64", "torch_threads": 1, "torch": "2.x",
+                            "code_version": code(job)})
+    return overrides, jobs
 
 
 def test_table_shows_missing_and_diverged_and_both_conventions(results):
-    fabricate(results)
-    path = build("demo_digits", [*OVERRIDES, f"run.results_dir={results}"])
+    overrides, _ = fabricate(results)
+    path = build("demo_digits", overrides)
     text = path.read_text()
     frame = pd.read_csv(results / "tables" / "demo_digits.csv").set_index("col")
     # plain: seeds 0,1,2 -> finals 80, 81, 82; seed-mean curve peaks at epoch 2: 81 + 1
@@ -51,6 +60,56 @@ def test_table_shows_missing_and_diverged_and_both_conventions(results):
     assert frame.loc["l1", "n"] == 2 and frame.loc["l1", "n_diverged"] == 1
     assert "[2/3; 1 missing]" in text and "[2/3; 1 diverged]" in text
     assert "Claim check" in text and (results / "figures" / "demo_digits.png").exists()
+    assert "_Environment (10 runs): x86_64 CPU x1 threads, torch 2.x, code abc._" in text
+
+
+def test_mixed_code_versions_are_flagged_and_each_environment_listed(results):
+    overrides, _ = fabricate(results, code=lambda job: "abc" if job.cfg.seed < 2 else "def+dirty.1")
+    text = build("demo_digits", overrides).read_text()
+    assert text.count("⚠ runs from 2 code versions") == 3   # nb_l2 has no seed 2
+    assert "- x86_64 CPU x1 threads, torch 2.x, code abc: 7 runs" in text
+    assert "code def+dirty.1: 3 runs" in text
+
+
+def test_running_and_stale_runs_are_told_apart(results):
+    overrides, jobs = planned(results)
+    alive, killed = jobs[0], jobs[1]
+    lock = records.RunLock(alive.directory)
+    assert lock.acquire()
+    for job in (alive, killed):
+        records.write_json(job.directory / "summary.json",
+                           records.running_summary(job.key, "demo_digits", job.cfg.seed))
+    killed.directory.mkdir(parents=True, exist_ok=True)
+    try:
+        text = build("demo_digits", overrides).read_text()
+    finally:
+        lock.release()
+    assert "1 running" in text and "1 stale" in text
+
+
+def test_a_single_replicate_has_no_std(results):
+    overrides, jobs = planned(results, extra=["seed=0"])
+    for job in jobs:
+        job.directory.mkdir(parents=True)
+        pd.DataFrame({"epoch": [1], "test_acc": [70.0], "val_acc": [69.0]}).to_csv(
+            job.directory / "metrics.csv", index=False)
+        records.write_json(job.directory / "summary.json", {"status": "finished"})
+    text = build("demo_digits", overrides).read_text()
+    assert "70.00 (n=1) [1/1]" in text and "± 0.00" not in text
+    assert "[no interval: n < 2]" in text
+
+
+def test_sweep_typed_on_the_command_line_builds_its_table(results):
+    """Issue 9: `-m ... seed=0,1` used to finish its runs and build no table (exit 0)."""
+    from tests.helpers import run_cli
+
+    proc = run_cli("-m", "experiment=demo_digits", "profile=smoke", "seed=0,1",
+                   f"run.results_dir={results}", "run.progress=false")
+    assert "(8/8 runs finished)" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+    manifest = json.loads((results / "runs" / "demo_digits" / "manifests" / "smoke.json").read_text())
+    summaries = {json.loads(p.read_text())["key"] for p in results.glob("runs/demo_digits/*/summary.json")}
+    assert {j["key"] for j in manifest["jobs"]} == summaries   # the keys the jobs wrote
+    assert (results / "tables" / "demo_digits.smoke.md").exists()
 
 
 def test_welch_interval_against_known_numbers():
@@ -59,3 +118,21 @@ def test_welch_interval_against_known_numbers():
     # se = 1/sqrt(3), dof = 2, t_0.975(2) = 4.3027
     assert hi - diff == pytest.approx(4.302653 / np.sqrt(3), rel=1e-5)
     assert diff - lo == pytest.approx(hi - diff)
+
+
+def test_bootstrap_interval_covers_the_difference_and_stays_in_range():
+    rng = np.random.default_rng(0)
+    a, b = 99.0 + rng.random(8), 98.0 + rng.random(8)
+    diff, lo, hi = bootstrap_interval(a, b)
+    assert lo < diff < hi and -2 < lo and hi < 2
+
+
+def test_tables_cli_names_the_missing_manifest(results, tmp_path):
+    from tests.helpers import ROOT
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "experiments.tables", "nb_table1", "profile=paper",
+                           f"run.results_dir={results}"], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2 and "no manifest" in proc.stderr and "run the sweep first" in proc.stderr

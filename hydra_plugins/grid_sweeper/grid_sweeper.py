@@ -13,11 +13,15 @@ experiment file lists them:
 
 `grids` may also be a mapping name -> grid; `hydra.sweeper.only=[name,...]` then runs a subset.
 Command-line sweep arguments replace the same key in every grid (`seed=0` runs one seed).
-The same expansion (`expand`) tells the table builder which runs a table expects.
+
+Before launching, the sweeper composes every job's config with Hydra's own loader, writes the
+manifest (experiments/plan.py) that tables read, and, with `run.stack=true`, launches jobs that
+differ only by seed as one stacked job. `hydra.sweeper.dry_run=true` stops after the manifest.
 """
 
 
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +42,7 @@ class GridSweeperConf:
     seeds: int = 1
     grids: Any = field(default_factory=dict)
     only: Optional[List[str]] = None
+    dry_run: bool = False
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="grid", node=GridSweeperConf, provider="grid_sweeper")
@@ -76,29 +81,73 @@ def expand(grids, seeds: int, arguments: list[str], config_loader=None) -> list[
 
 
 class GridSweeper(BasicSweeper):
-    def __init__(self, max_batch_size: Optional[int] = None, seeds: int = 1, grids=None, only=None):
+    def __init__(self, max_batch_size: Optional[int] = None, seeds: int = 1, grids=None, only=None,
+                 dry_run: bool = False):
         super().__init__(max_batch_size=max_batch_size, params=None)
-        self.seeds = seeds
+        self.seeds, self.dry_run = seeds, dry_run
         if grids is not None and not isinstance(grids, (dict, list)):
             grids = OmegaConf.to_container(grids, resolve=True)
         self.grids = select(grids or [], list(only) if only is not None else None)
 
     def sweep(self, arguments: list[str]) -> Any:
-        jobs = expand(self.grids, self.seeds, arguments, self.hydra_context.config_loader)
-        self.overrides = list(self.split_overrides_to_chunks(jobs, self.max_batch_size))
+        from experiments import plan
+        from experiments.run import fail_config
+        from experiments.schema import ConfigError
+
+        loader = self.hydra_context.config_loader
+        tic = time.perf_counter()
+        try:
+            jobs = plan.plan_jobs(expand(self.grids, self.seeds, arguments, loader),
+                                  lambda overrides: loader.load_sweep_config(self.config, overrides))
+        except ConfigError as err:
+            fail_config(err)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        log.info(f"grid sweeper: {len(jobs)} jobs in {len(self.overrides)} batch(es)")
+        launched = self._write_manifests(jobs, arguments, sweep_dir)
+        groups = plan.stack_groups(jobs)
+        batch = []
+        for i, group in enumerate(groups):
+            if len(group) == 1:
+                batch.append(group[0].overrides)
+                continue
+            path = sweep_dir / "stacks" / f"stack-{i}.json"
+            plan.write_stack_file(group, path)
+            batch.append([*group[0].overrides, f"run.stack_file='{path.resolve()}'"])
+        stacks = sum(len(g) > 1 for g in groups)
+        log.info(f"grid sweeper: {len(jobs)} jobs ({launched} not finished), "
+                 f"{len(batch)} launches ({stacks} stacked), planned in {time.perf_counter() - tic:.1f}s")
+        if self.dry_run:
+            print(f"[sweep] dry run: manifest {sweep_dir / 'manifest.json'}; nothing launched")
+            return []
+        self.overrides = list(self.split_overrides_to_chunks(batch, self.max_batch_size))
         returns, start = [], 0
         while not self.is_done():
-            batch = self.get_job_batch()
-            tic = time.perf_counter()
-            self.validate_batch_is_legal(batch)
-            log.debug(f"validated {len(batch)} jobs in {time.perf_counter() - tic:.2f}s")
-            results = self.launcher.launch(batch, initial_job_idx=start)
+            chunk = self.get_job_batch()
+            self.validate_batch_is_legal(chunk)
+            results = self.launcher.launch(chunk, initial_job_idx=start)
             for r in results:
                 _ = r.return_value  # re-raises a job's exception (the runner records failures itself)
-            start += len(batch)
+            start += len(chunk)
             returns.append(results)
         return returns
+
+    def _write_manifests(self, jobs, arguments: list[str], sweep_dir: Path) -> int:
+        """This sweep's manifest in the multirun directory; merged into the table's manifest.
+        Returns how many jobs are not finished yet."""
+        from experiments import plan, records
+
+        if not jobs:
+            return 0
+        first = jobs[0].cfg
+        table = self.config.get("table")
+        body = plan.manifest(jobs, first.experiment, first.profile.name, table, arguments,
+                             first.run.results_dir)
+        records.write_json(sweep_dir / "manifest.json", body)
+        plan.merge_manifest(plan.manifest_path(first.run.results_dir, first.experiment,
+                                               first.profile.name, arguments), body)
+        done = 0
+        for job in jobs:
+            summary = records.read_summary(job.directory)
+            done += bool(summary and summary.get("status") in ("finished", "diverged"))
+        return len(jobs) - done

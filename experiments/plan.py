@@ -1,0 +1,204 @@
+"""A sweep's plan: every job's validated config and run key, computed once, by the sweeper, with
+Hydra's own config loader (the config each job will get), and written down as a manifest.
+
+Tables read manifests and run records only: they never compose configs again, so the key a
+table looks for is the key the job wrote (one identity path).
+
+    results/runs/<experiment>/manifests/<profile>[-<tag>].json     all jobs of that table, merged
+    <multirun dir>/manifest.json                                   the jobs this sweep launched
+
+`tag` hashes the command-line overrides that change what a table holds (anything but seeds,
+run control, data paths, logging): `seed=0,1` adds seeds to the same table, `train.epochs=5`
+makes another one.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from data.paths import resolve
+from experiments import identity, records
+from experiments.schema import validate
+
+NOT_TABLE_KEYS = ("seed", "experiment", "profile", "run.", "data.", "logger.", "hydra.")
+# Models the stacked engine can train (docs/STACKING.md).
+STACKABLE_MODELS = ("fcn", "dfa_fcn", "awnn_mlp")
+
+
+@dataclass
+class PlannedJob:
+    overrides: list[str]
+    cfg: DictConfig                  # validated, resolved
+    choices: dict
+    key: str = ""
+    directory: Path = field(default=None)
+
+    def __post_init__(self):
+        self.key = identity.run_key(self.cfg)
+        self.directory = identity.run_dir(self.cfg)
+
+
+def plan_jobs(job_overrides: list[list[str]], compose: Callable[[list[str]], DictConfig]) -> list[PlannedJob]:
+    """Compose and validate every job. Jobs that differ only by `seed=` share one composition
+    (and one validation, unless some value interpolates the seed)."""
+    validated: dict[tuple, tuple[DictConfig, dict, bool]] = {}
+    jobs = []
+    for overrides in job_overrides:
+        seed = next((o.split("=", 1)[1] for o in overrides if o.startswith("seed=")), None)
+        rest = tuple(o for o in overrides if not o.startswith("seed="))
+        if rest not in validated:
+            cfg = compose(list(rest))
+            choices = {k: v for k, v in cfg.hydra.runtime.choices.items()
+                       if not k.startswith("hydra/") and v is not None}
+            with open_dict(cfg):
+                del cfg["hydra"]
+            uses_seed = "${seed" in OmegaConf.to_yaml(cfg, resolve=False).replace(" ", "")
+            validated[rest] = (cfg if uses_seed else validate(cfg), choices, uses_seed)
+        cfg, choices, uses_seed = validated[rest]
+        cfg = cfg.copy()
+        if seed is not None:
+            cfg.seed = int(seed)
+        jobs.append(PlannedJob(list(overrides), validate(cfg) if uses_seed else cfg, dict(choices)))
+    keys = [j.key for j in jobs]
+    if len(set(keys)) != len(keys):
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        raise ValueError(f"two jobs of the sweep share a run key (same meaningful config): {dup[:3]}")
+    return jobs
+
+
+# --------------------------------------------------------------------------- stacks
+def stack_signature(cfg: DictConfig) -> str | None:
+    """Jobs with the same signature can train as one stack; None: this job cannot be stacked."""
+    if not cfg.run.stack or cfg.model.name not in STACKABLE_MODELS:
+        return None
+    if cfg.optimizer.scheduler.name == "plateau":   # a plateau schedule is per member
+        return None
+    ident = identity.identity(cfg)
+    for key in ("seed", *cfg.run.stack_over):
+        ident.pop(key, None)
+    return json.dumps(ident, sort_keys=True, default=str)
+
+
+def stack_groups(jobs: list[PlannedJob]) -> list[list[PlannedJob]]:
+    """Jobs in launch order, grouped: stackable jobs with one signature share a group (at most
+    run.stack_max members); every other job is a group of one."""
+    groups: list[list[PlannedJob]] = []
+    open_groups: dict[str, list[PlannedJob]] = {}
+    for job in jobs:
+        sig = stack_signature(job.cfg)
+        if sig is not None and sig in open_groups and len(open_groups[sig]) < job.cfg.run.stack_max:
+            open_groups[sig].append(job)
+            continue
+        groups.append([job])
+        if sig is not None:
+            open_groups[sig] = groups[-1]
+    return groups
+
+
+def write_stack_file(group: list[PlannedJob], path: Path) -> None:
+    records.write_json(path, {"members": [
+        {"key": j.key, "overrides": j.overrides, "choices": j.choices,
+         "config": OmegaConf.to_container(j.cfg, resolve=True)} for j in group]})
+
+
+def read_stack_file(path: str | Path) -> list[dict]:
+    return records.read_json(Path(path))["members"]
+
+
+# --------------------------------------------------------------------------- manifests
+def table_tag(cli_overrides: list[str]) -> str:
+    kept = sorted(o for o in cli_overrides if not o.lstrip("+~").startswith(NOT_TABLE_KEYS))
+    return hashlib.sha1(json.dumps(kept).encode()).hexdigest()[:8] if kept else ""
+
+
+def manifest_path(results_dir: str, experiment: str, profile: str, cli_overrides: list[str]) -> Path:
+    tag = table_tag(cli_overrides)
+    name = f"{profile}-{tag}" if tag else profile
+    return resolve(results_dir) / "runs" / experiment / "manifests" / f"{name}.json"
+
+
+ABSENT = "<absent>"   # a key of the manifest's base that this job's config does not have
+
+
+def delta_from(base: dict, flat: dict) -> dict:
+    delta = {k: v for k, v in flat.items() if k not in base or base[k] != v}
+    delta.update({k: ABSENT for k in base if k not in flat})
+    return delta
+
+
+def job_config(base: dict, delta: dict) -> dict:
+    """A manifest entry's flattened meaningful config."""
+    return {k: v for k, v in {**base, **delta}.items() if v != ABSENT}
+
+
+def manifest(jobs: list[PlannedJob], experiment: str, profile: str, table, cli_overrides: list[str],
+             results_dir: str) -> dict:
+    """Jobs as (key, directory, overrides, choices, config delta against a shared base)."""
+    base = identity.meaningful(jobs[0].cfg) if jobs else {}
+    root = resolve(results_dir)
+    entries = [{"key": j.key, "dir": str(j.directory.relative_to(root)), "overrides": j.overrides,
+                "choices": j.choices, "delta": delta_from(base, identity.meaningful(j.cfg))}
+               for j in jobs]
+    spec = OmegaConf.to_container(table, resolve=True) if OmegaConf.is_config(table) else table
+    return {"experiment": experiment, "profile": profile, "overrides": list(cli_overrides),
+            "table": spec, "base": base, "jobs": entries, "updated": records.now()}
+
+
+def merge_manifest(path: Path, new: dict) -> dict:
+    """Add `new`'s jobs to the manifest at `path` (same table), under a lock; returns the merge:
+    the union of jobs by key, the newest entry and table spec winning."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            old = records.read_json(path)
+            configs = {e["key"]: (e, job_config(old["base"], e["delta"])) for e in old["jobs"]}
+            configs.update({e["key"]: (e, job_config(new["base"], e["delta"])) for e in new["jobs"]})
+            new = {**new, "jobs": [{**e, "delta": delta_from(new["base"], flat)}
+                                   for e, flat in configs.values()]}
+        records.write_json(path, new)
+    return new
+
+
+def read_manifest(path: Path) -> dict:
+    if not path.exists():
+        others = sorted(p.name for p in path.parent.glob("*.json")) if path.parent.exists() else []
+        raise FileNotFoundError(f"no manifest {path}: run the sweep first "
+                                f"(python -m experiments.run -m experiment=...); "
+                                f"manifests there: {others or 'none'}")
+    return records.read_json(path)
+
+
+# --------------------------------------------------------------------------- without a sweep
+def plan_experiment(experiment: str, overrides: list[str]) -> tuple[DictConfig, list[PlannedJob]]:
+    """The plan the grid sweeper would make for `-m experiment=<name> <overrides>`, composed
+    with Hydra's compose API (tests, dry runs). Returns (the experiment's config, jobs)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from data.paths import PROJECT_ROOT
+    from hydra_plugins.grid_sweeper.grid_sweeper import expand, select
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+            base = compose("config", overrides=[f"experiment={experiment}", *overrides],
+                           return_hydra_config=True)
+            sweeper = base.hydra.sweeper
+            grids = OmegaConf.to_container(sweeper.grids, resolve=True) if "grids" in sweeper else []
+            only = sweeper.get("only")
+            grids = select(grids, list(only) if only is not None else None)
+            task = [f"experiment={experiment}", *(o for o in overrides if not o.startswith("hydra."))]
+            hydra_overrides = [o for o in overrides if o.startswith("hydra.")]
+            jobs = plan_jobs(expand(grids, sweeper.get("seeds", 1), task),
+                             lambda o: compose("config", overrides=[*o, *hydra_overrides],
+                                               return_hydra_config=True))
+    finally:
+        GlobalHydra.instance().clear()
+    return base, jobs

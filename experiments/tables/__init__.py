@@ -1,0 +1,105 @@
+"""Paper-shaped tables and figures, built from a sweep's manifest and its run records only.
+
+    python -m experiments.tables <experiment> [profile=quick] [run.results_dir=results] [overrides]
+
+The overrides name the table the way the sweep's command line did (experiments/plan.py): the
+manifest lists every run the table expects, so a missing, failed, running or stale run is shown
+in its cell, never dropped. Written to results/tables/<experiment>.md (quick profile) or
+<experiment>.<profile>[-<tag>].md, with a .csv beside it and the curves in results/figures/.
+
+Table spec (the `table:` node of an experiment file):
+    title, metric (e.g. test_acc), rows / cols (lists of group names or dotted config keys),
+    row_labels / col_labels, row_order / col_order, paper: {row: {col: number}},
+    select_by (validation metric used to pick one configuration per cell when a cell holds
+    several, e.g. an lr grid; default val_<metric>), report: final | best_val,
+    extra: [metric, ...] (e.g. width/total, shown as mean ± std), claim: {col, baseline},
+    plots: [{y: test_acc}, {y: "ratio/*", seeds: 1}], post: module.function (extra analysis)
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from data.paths import resolve
+from experiments import plan, records
+from experiments.tables.cells import Cell, build_cells
+from experiments.tables.claims import welch_interval
+from experiments.tables.figures import plot_curves
+from experiments.tables.jobs import Job, load_jobs
+from experiments.tables.render import render
+
+__all__ = ["BuildTablesCallback", "Cell", "Job", "build", "build_cells", "load_jobs", "welch_interval"]
+
+
+def _option(overrides: list[str], key: str, default: str) -> str:
+    return next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+") == key), default)
+
+
+def output_stem(experiment: str, profile: str, overrides: list[str]) -> str:
+    tag = plan.table_tag(overrides)
+    if profile == "quick" and not tag:
+        return experiment
+    return f"{experiment}.{profile}" + (f"-{tag}" if tag else "")
+
+
+def build(experiment: str, overrides: list[str] | None = None) -> Path | None:
+    """Rebuild the table of `experiment` for the sweep named by `overrides`."""
+    overrides = [o for o in (overrides or []) if not o.startswith("experiment=")]
+    profile = _option(overrides, "profile", "quick")
+    results_dir = _option(overrides, "run.results_dir", "results")
+    manifest = plan.read_manifest(plan.manifest_path(results_dir, experiment, profile, overrides))
+    spec = manifest.get("table")
+    if spec is None:
+        print(f"[tables] experiment {experiment} has no table spec")
+        return None
+    spec = {**spec, "experiment": experiment}
+    jobs = load_jobs(manifest, results_dir)
+    table = build_cells(spec, jobs)
+    command = " ".join(["python -m experiments.run -m", f"experiment={experiment}", *manifest["overrides"]])
+    command = command.replace(f"experiment={experiment} experiment={experiment}", f"experiment={experiment}")
+    markdown, frame = render(spec, table, profile, jobs, command)
+    out = resolve(results_dir)
+    stem = output_stem(experiment, profile, overrides)
+    md_path = out / "tables" / f"{stem}.md"
+    records.atomic_write_text(md_path, markdown)
+    records.atomic_write_text(out / "tables" / f"{stem}.csv", frame.to_csv(index=False))
+    if any(j.history is not None for j in jobs):
+        plot_curves(spec, table, out / "figures" / f"{stem}.png")
+    if spec.get("post"):
+        module, _, func = spec["post"].rpartition(".")
+        getattr(importlib.import_module(module), func)(spec, jobs, out)
+    done = sum(j.status == "finished" for j in jobs)
+    print(f"[tables] {md_path} ({done}/{len(jobs)} runs finished)")
+    return md_path
+
+
+class BuildTablesCallback(Callback):
+    """After a multirun, rebuild the experiment's table (Hydra callback, conf/config.yaml)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        if config.get("table") is None or config.experiment == "adhoc" or config.hydra.sweeper.get("dry_run"):
+            return
+        overrides = list(config.hydra.overrides.task)
+        if not any(o.startswith("run.results_dir=") for o in overrides):
+            overrides.append(f"run.results_dir={config.run.results_dir}")
+        try:
+            build(config.experiment, overrides)
+        except Exception as err:  # a table problem must not hide the sweep's own results
+            print(f"[tables] could not build {config.experiment}: {type(err).__name__}: {err}",
+                  file=sys.stderr)
+            raise SystemExit(1) from err
+
+
+def main(argv: list[str]) -> None:
+    if not argv or argv[0].startswith("-"):
+        print(__doc__)
+        raise SystemExit(2)
+    try:
+        build(argv[0], argv[1:])
+    except FileNotFoundError as err:
+        print(f"[tables] {err}", file=sys.stderr)
+        raise SystemExit(2) from err

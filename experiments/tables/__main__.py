@@ -1,0 +1,5 @@
+import sys
+
+from experiments.tables import main
+
+main(sys.argv[1:])
