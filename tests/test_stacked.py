@@ -203,8 +203,8 @@ def test_per_member_clipping_matches_unstacked_clipping():
                                      torch.linalg.vector_norm(p.grad.flatten(1), dim=1)
                                      for p in m.parameters()]), dim=0)))
     norms = torch.stack(norms)                      # after clipping, [steps, S]
-    assert (norms <= 0.5 + 1e-9).all()
-    assert ((norms - 0.5).abs() < 1e-9).any() and (norms < 0.45).any()   # binds, per member
+    assert (norms <= 0.5).all()
+    assert ((norms - 0.5).abs() < 1e-5).any() and (norms < 0.45).any()   # binds, per member
     for i, s in enumerate(SEEDS):
         model, _ = train_unstacked(fcn(s), data, s, OPTIMIZERS["sgd"], clip=0.5)
         assert_member_equals(stack, i, model)
