@@ -137,6 +137,15 @@ class StackedModule(nn.Module):
         self.shared_keys = self.shared_keys - {key}
 
 
+def in_place(activation: nn.Module) -> nn.Module:
+    """ReLU/LeakyReLU rewritten in place: in a stack they always follow a StackedLinear, whose
+    backward does not need its output, and one [S, B, width] tensor less per layer is measurably
+    faster for small nets (cache-bound at S x the member's activations)."""
+    if isinstance(activation, (nn.ReLU, nn.LeakyReLU)):
+        activation.inplace = True
+    return activation
+
+
 def check_same_structure(models: list[nn.Module]) -> None:
     """All members must hold the same state keys and shapes, and the same module types."""
     first = models[0]

@@ -15,7 +15,7 @@ from torch import nn
 from models.activations import is_bilu
 from models.dfa import DFANet
 from models.dfa import _DirectFeedback, _ErrorSlot  # the DFA trick itself, reused unchanged
-from models.stacked.base import StackedLinear, StackedModule, check_same_structure
+from models.stacked.base import StackedLinear, StackedModule, check_same_structure, in_place
 
 
 class StackedDFANet(StackedModule):
@@ -31,7 +31,7 @@ class StackedDFANet(StackedModule):
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self.linears = nn.ModuleList(StackedLinear.from_linears([m.linears[k] for m in members])
                                      for k in range(len(first.linears)))
-        self.activations = copy.deepcopy(first.activations)
+        self.activations = nn.ModuleList(in_place(copy.deepcopy(a)) for a in first.activations)
         shared = set()
         for k in range(len(first.activations)):
             mats = [m.feedback(k) for m in members]

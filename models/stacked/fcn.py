@@ -8,7 +8,7 @@ from torch import nn
 
 from models.activations import is_bilu
 from models.fcn import FCN
-from models.stacked.base import StackedLinear, StackedModule, check_same_structure
+from models.stacked.base import StackedLinear, StackedModule, check_same_structure, in_place
 
 
 class StackedFCN(StackedModule, nn.Sequential):
@@ -23,7 +23,7 @@ class StackedFCN(StackedModule, nn.Sequential):
             if isinstance(module, nn.Linear):
                 layers.append(StackedLinear.from_linears([m[idx] for m in members]))
             else:
-                layers.append(copy.deepcopy(module))   # parameter-free activation
+                layers.append(in_place(copy.deepcopy(module)))   # parameter-free activation
         nn.Sequential.__init__(self, *layers)
         self.members = len(members)
         self.input_shape = tuple(input_shape) if input_shape is not None else None
