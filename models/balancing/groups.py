@@ -29,6 +29,11 @@ class UnitGroup:
     outgoing: list[Slice]
     recurrent: nn.Parameter | None = None   # square; W[i, j] is the weight from j to i
 
+    @property
+    def device(self) -> torch.device:
+        """Where the group's parameters live: every tensor of its balancing is made there."""
+        return self.incoming[0].param.device
+
 
 def _check_activation(module: nn.Module, where: str, allow_non_homogeneous: bool) -> None:
     if is_bilu(module):

@@ -51,14 +51,15 @@ def _newton_log_scales(groups: list[UnitGroup], p: float, tol: float,
     sizes = [g.size for g in groups]
     offsets = np.cumsum([0, *sizes])
     n = int(offsets[-1])
-    zero = torch.zeros(1, dtype=torch.float64)
+    work = {"dtype": torch.float64, "device": groups[0].device}
+    zero = torch.zeros(1, **work)
 
     def part(v, k):
         return zero if k is None else v[offsets[k]:offsets[k + 1]]
 
     def evaluate(u):
         """R(u), per-neuron in/out costs and the scaled term matrices."""
-        a, b = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+        a, b = torch.zeros(n, **work), torch.zeros(n, **work)
         mats, f = [], 0.0
         for t in terms:
             e = t.c * torch.exp(p * (part(u, t.g)[:, None] - part(u, t.h)[None, :]))
@@ -78,7 +79,7 @@ def _newton_log_scales(groups: list[UnitGroup], p: float, tol: float,
                 out[offsets[t.h]:offsets[t.h + 1]] -= p * p * (e.T @ part(v, t.g))
         return out
 
-    u = torch.zeros(n, dtype=torch.float64)
+    u = torch.zeros(n, **work)
     f, a, b, mats = evaluate(u)
     live = _live(a, b)   # dead units stay at u = 0, as the sweeps skip them
     steps = 0

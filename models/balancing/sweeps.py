@@ -36,8 +36,10 @@ def _balance_recurrent(group: UnitGroup, p: float, order: np.ndarray,
     costs through W_hh, so each neuron is balanced exactly given the current others."""
     base_in = sum(_sum_except(cache.powered[id(s.param)], s.dim) for s in group.incoming)
     base_out = sum(_sum_except(cache.powered[id(s.param)], s.dim) for s in group.outgoing)
-    base_in, base_out = base_in.numpy().copy(), base_out.numpy().copy()
-    r = cache.powered[id(group.recurrent)].numpy().copy()
+    # A sequential loop of scalar steps: one explicit copy to the host and back per layer (once
+    # per sweep, i.e. per epoch, never per training step).
+    base_in, base_out = base_in.cpu().numpy().copy(), base_out.cpu().numpy().copy()
+    r = cache.powered[id(group.recurrent)].cpu().numpy().copy()
     np.fill_diagonal(r, 0.0)
     log_lam = np.zeros(group.size)
     for i in order:
@@ -52,7 +54,7 @@ def _balance_recurrent(group: UnitGroup, p: float, order: np.ndarray,
         r[i] *= f
         r[:, i] /= f
         log_lam[i] += step
-    log_lam_t = torch.from_numpy(log_lam)
+    log_lam_t = torch.from_numpy(log_lam).to(group.device)
     lam = log_lam_t.exp()
     scale_group(group, lam)
     cache.scale(group, lam)
@@ -88,7 +90,8 @@ def _start(model, p, include_bias, allow_non_homogeneous):
     _check_p(p)
     groups = unit_groups(model, include_bias, allow_non_homogeneous)
     cache = CostCache(groups, p)
-    return groups, [torch.zeros(g.size, dtype=torch.float64) for g in groups], cache
+    logs = [torch.zeros(g.size, dtype=torch.float64, device=g.device) for g in groups]
+    return groups, logs, cache
 
 
 def partial_balance(model: nn.Module, p: float, order: str = "forward", include_bias: bool = True,

@@ -34,11 +34,11 @@ def tied_layer_balance(model: nn.Module, p: float, include_bias: bool = True,
                          "(include_bias=False or bias=False); use method='iterate'")
     sweeps = 0
     if method != "iterate" and chain is not None:
-        costs = torch.tensor([w.detach().double().abs().pow(p).sum().item() for w in chain])
+        costs = torch.stack([w.detach().double().abs().pow(p).sum() for w in chain])
         log_mu = (costs.log().mean() - costs.log()) / p            # μ_l = (G / A_l)^(1/p)
         log_big_lambda = torch.cumsum(log_mu, 0)[:-1]               # Λ_k = Π_{l<=k} μ_l
         for g, lg, ll in zip(groups, logs, log_big_lambda):
-            lam = torch.full((g.size,), ll.item(), dtype=torch.float64)
+            lam = ll.expand(g.size).clone()
             scale_group(g, lam.exp())
             lg += lam
         imb = _tied_imbalance(groups, p)
@@ -49,7 +49,8 @@ def tied_layer_balance(model: nn.Module, p: float, include_bias: bool = True,
                 a, b = _tied_costs(g, p)
                 if a > ZERO_COST and b > ZERO_COST:
                     step = (math.log(b) - math.log(a)) / (2 * p)
-                    scale_group(g, torch.full((g.size,), math.exp(step), dtype=torch.float64))
+                    scale_group(g, torch.full((g.size,), math.exp(step), dtype=torch.float64,
+                                              device=g.device))
                     lg += step
             sweeps += 1
             imb = _tied_imbalance(groups, p)
