@@ -6,8 +6,6 @@ exactly what it gives under a float64 default. With a GPU: every entry point on 
 the CPU."""
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
@@ -18,6 +16,7 @@ from models.dfa import DFANet
 from models.fcn import FCN
 from models.rnn import ReLURNNClassifier
 from models.text_classifier import TransformerClassifier
+from tests.balancing_stacks import StackedMembers
 
 
 def _fcn():
@@ -40,6 +39,22 @@ def _ffn():
 
 def _dfa():
     return DFANet(4, [7, 6], 3)
+
+
+def _stacked_fcn():
+    members = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        members.append(_fcn())
+    return StackedMembers(members, chain=True)
+
+
+def _stacked_rnn():
+    members = []
+    for seed in range(2):
+        torch.manual_seed(seed)
+        members.append(_rnn())
+    return StackedMembers(members)
 
 
 def _sgd_state(model, momentum=0.9):
@@ -84,6 +99,19 @@ ENTRY_POINTS = {
     "param_scales_sgd": (_fcn, _with_optimizer(lambda m: nb.full_balance(m, 1), _sgd_state)),
     "param_scales_adam": (_rnn, _with_optimizer(lambda m: nb.partial_balance(m, 2), _adam_state)),
     "neuron_costs": (_rnn, lambda m, _: nb.neuron_costs(m, 1)),
+    "stacked_partial_random": (_stacked_fcn,
+                               lambda m, _: nb.partial_balance(m, 1, order="random", seed=2)),
+    "stacked_full_sweep_subset": (_stacked_fcn, lambda m, _: nb.full_balance(
+        m, 2, method="sweep", members=torch.tensor([2, 0], device="cpu"))),
+    "stacked_full_direct_subset": (_stacked_fcn, lambda m, _: nb.full_balance(
+        m, 1, method="direct", members=[1])),
+    "stacked_tied_iterate": (_stacked_fcn, lambda m, _: nb.tied_layer_balance(m, 2,
+                                                                               method="iterate")),
+    "stacked_rnn_partial": (_stacked_rnn, lambda m, _: nb.partial_balance(m, 2, order="random")),
+    "stacked_rnn_full_direct": (_stacked_rnn, lambda m, _: nb.full_balance(m, 2)),
+    "stacked_param_scales_adam": (_stacked_fcn, _with_optimizer(
+        lambda m: nb.full_balance(m, 2, members=[0, 2]), _adam_state)),
+    "stacked_neuron_costs": (_stacked_rnn, lambda m, _: nb.neuron_costs(m, 2)),
 }
 
 
@@ -104,7 +132,7 @@ def _build(make, device="cpu"):
 
 
 def _outputs(model, result, opt_state):
-    """Everything a balancing call leaves behind: parameters, its result's tensors, optimiser state."""
+    """What a balancing call leaves behind: parameters, its result's tensors, optimiser state."""
     out = [q.detach() for q in model.parameters()]
     if isinstance(result, nb.BalanceResult):
         out += list(result.log_scales) + list(result.param_scales().values())

@@ -17,7 +17,8 @@ _STATE_IGNORED = {"step"}
 @torch.no_grad()
 def rescale_optimizer_state(optimizer: torch.optim.Optimizer,
                             scales: dict[nn.Parameter, torch.Tensor]) -> None:
-    """Transform optimiser state after `param <- scales[param] * param` (see _STATE_POWER)."""
+    """Transform optimiser state after `param <- scales[param] * param` (see _STATE_POWER);
+    elementwise, so a stacked parameter's members (and members left at scale 1) come out exact."""
     for param, s in scales.items():
         state = optimizer.state.get(param)
         if not state:
