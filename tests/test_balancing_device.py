@@ -6,6 +6,8 @@ exactly what it gives under a float64 default. With a GPU: every entry point on 
 the CPU."""
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
@@ -73,45 +75,35 @@ def _adam_state(model):
     return opt
 
 
-def _with_optimizer(balance, make_opt):
-    def run(model, capture):
-        opt = make_opt(model)
-        result = balance(model)
-        nb.rescale_optimizer_state(opt, result.param_scales())
-        capture(opt)
-        return result
-    return run
-
-
 ENTRY_POINTS = {
-    "partial_forward": (_fcn, lambda m, _: nb.partial_balance(m, 1)),
-    "partial_random": (_fcn, lambda m, _: nb.partial_balance(m, 2, order="random", seed=3)),
-    "full_sweep": (_fcn, lambda m, _: nb.full_balance(m, 1, method="sweep")),
-    "full_direct": (_fcn, lambda m, _: nb.full_balance(m, 2, method="direct")),
-    "tied_closed_form": (_fcn_no_bias, lambda m, _: nb.tied_layer_balance(m, 1)),
-    "tied_iterate": (_fcn, lambda m, _: nb.tied_layer_balance(m, 2, method="iterate")),
-    "rnn_partial": (_rnn, lambda m, _: nb.partial_balance(m, 1, order="random")),
-    "rnn_full_sweep": (_rnn, lambda m, _: nb.full_balance(m, 2, method="sweep")),
-    "rnn_full_direct": (_rnn, lambda m, _: nb.full_balance(m, 1, method="direct")),
-    "ffn_full_direct": (_ffn, lambda m, _: nb.full_balance(m, 2)),
-    "dfa_partial": (_dfa, lambda m, _: nb.partial_balance(m, 1)),
-    "dfa_full_direct": (_dfa, lambda m, _: nb.full_balance(m, 1)),
-    "param_scales_sgd": (_fcn, _with_optimizer(lambda m: nb.full_balance(m, 1), _sgd_state)),
-    "param_scales_adam": (_rnn, _with_optimizer(lambda m: nb.partial_balance(m, 2), _adam_state)),
-    "neuron_costs": (_rnn, lambda m, _: nb.neuron_costs(m, 1)),
+    "partial_forward": (_fcn, lambda m: nb.partial_balance(m, 1)),
+    "partial_random": (_fcn, lambda m: nb.partial_balance(m, 2, order="random", seed=3)),
+    "full_sweep": (_fcn, lambda m: nb.full_balance(m, 1, method="sweep")),
+    "full_direct": (_fcn, lambda m: nb.full_balance(m, 2, method="direct")),
+    "tied_closed_form": (_fcn_no_bias, lambda m: nb.tied_layer_balance(m, 1)),
+    "tied_iterate": (_fcn, lambda m: nb.tied_layer_balance(m, 2, method="iterate")),
+    "rnn_partial": (_rnn, lambda m: nb.partial_balance(m, 1, order="random")),
+    "rnn_full_sweep": (_rnn, lambda m: nb.full_balance(m, 2, method="sweep")),
+    "rnn_full_direct": (_rnn, lambda m: nb.full_balance(m, 1, method="direct")),
+    "ffn_full_direct": (_ffn, lambda m: nb.full_balance(m, 2)),
+    "dfa_partial": (_dfa, lambda m: nb.partial_balance(m, 1)),
+    "dfa_full_direct": (_dfa, lambda m: nb.full_balance(m, 1)),
+    "param_scales_sgd": (_fcn, lambda m: nb.full_balance(m, 1), _sgd_state),
+    "param_scales_adam": (_rnn, lambda m: nb.partial_balance(m, 2), _adam_state),
+    "neuron_costs": (_rnn, lambda m: nb.neuron_costs(m, 1)),
     "stacked_partial_random": (_stacked_fcn,
-                               lambda m, _: nb.partial_balance(m, 1, order="random", seed=2)),
-    "stacked_full_sweep_subset": (_stacked_fcn, lambda m, _: nb.full_balance(
+                               lambda m: nb.partial_balance(m, 1, order="random", seed=2)),
+    "stacked_full_sweep_subset": (_stacked_fcn, lambda m: nb.full_balance(
         m, 2, method="sweep", members=torch.tensor([2, 0], device="cpu"))),
-    "stacked_full_direct_subset": (_stacked_fcn, lambda m, _: nb.full_balance(
+    "stacked_full_direct_subset": (_stacked_fcn, lambda m: nb.full_balance(
         m, 1, method="direct", members=[1])),
-    "stacked_tied_iterate": (_stacked_fcn, lambda m, _: nb.tied_layer_balance(m, 2,
-                                                                               method="iterate")),
-    "stacked_rnn_partial": (_stacked_rnn, lambda m, _: nb.partial_balance(m, 2, order="random")),
-    "stacked_rnn_full_direct": (_stacked_rnn, lambda m, _: nb.full_balance(m, 2)),
-    "stacked_param_scales_adam": (_stacked_fcn, _with_optimizer(
-        lambda m: nb.full_balance(m, 2, members=[0, 2]), _adam_state)),
-    "stacked_neuron_costs": (_stacked_rnn, lambda m, _: nb.neuron_costs(m, 2)),
+    "stacked_tied_iterate": (_stacked_fcn,
+                             lambda m: nb.tied_layer_balance(m, 2, method="iterate")),
+    "stacked_rnn_partial": (_stacked_rnn, lambda m: nb.partial_balance(m, 2, order="random")),
+    "stacked_rnn_full_direct": (_stacked_rnn, lambda m: nb.full_balance(m, 2)),
+    "stacked_param_scales_adam": (_stacked_fcn,
+                                  lambda m: nb.full_balance(m, 2, members=[0, 2]), _adam_state),
+    "stacked_neuron_costs": (_stacked_rnn, lambda m: nb.neuron_costs(m, 2)),
 }
 
 
@@ -141,26 +133,25 @@ def _outputs(model, result, opt_state):
     return out + opt_state
 
 
-def _run(model, balance, guard=False):
-    states = []
-
-    def capture(opt):
-        states.extend(v for st in opt.state.values() for v in st.values()
-                      if torch.is_tensor(v) and v.ndim)
-
-    if guard:
-        with torch.device("meta"), DeviceMixGuard():   # default device: meta
-            result = balance(model, capture)
-    else:
-        result = balance(model, capture)
+def _run(model, balance, make_opt=None, guard=False):
+    """Balance `model` (and rescale the state of an optimiser prepared beforehand, outside the
+    guard: the optimiser's own state creation is not under test)."""
+    opt = make_opt(model) if make_opt else None
+    with (torch.device("meta") if guard else contextlib.nullcontext()), \
+            (DeviceMixGuard() if guard else contextlib.nullcontext()):   # default device: meta
+        result = balance(model)
+        if opt is not None:
+            nb.rescale_optimizer_state(opt, result.param_scales())
+    states = [] if opt is None else [v for st in opt.state.values() for v in st.values()
+                                     if torch.is_tensor(v) and v.ndim]
     return _outputs(model, result, states)
 
 
 @pytest.mark.parametrize("case", sorted(ENTRY_POINTS))
 def test_no_tensor_created_off_the_parameters_device(case):
-    make, balance = ENTRY_POINTS[case]
-    want = _run(_build(make), balance)
-    got = _run(_build(make), balance, guard=True)
+    make, balance, *make_opt = ENTRY_POINTS[case]
+    want = _run(_build(make), balance, *make_opt)
+    got = _run(_build(make), balance, *make_opt, guard=True)
     assert len(got) == len(want)
     for a, b in zip(got, want):
         assert a.device.type == "cpu"
@@ -169,14 +160,14 @@ def test_no_tensor_created_off_the_parameters_device(case):
 
 @pytest.mark.parametrize("case", sorted(ENTRY_POINTS))
 def test_float64_model_is_independent_of_the_default_dtype(case):
-    make, balance = ENTRY_POINTS[case]
+    make, balance, *make_opt = ENTRY_POINTS[case]
     previous = torch.get_default_dtype()
     try:
         torch.set_default_dtype(torch.float64)   # the same float64 init for both
         want, got = _build(make), _build(make)
-        want = _run(want, balance)
+        want = _run(want, balance, *make_opt)
         torch.set_default_dtype(torch.float32)
-        got = _run(got, balance)
+        got = _run(got, balance, *make_opt)
     finally:
         torch.set_default_dtype(previous)
     for a, b in zip(got, want):
@@ -187,9 +178,9 @@ def test_float64_model_is_independent_of_the_default_dtype(case):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 @pytest.mark.parametrize("case", sorted(ENTRY_POINTS))
 def test_cuda_matches_cpu(case):
-    make, balance = ENTRY_POINTS[case]
-    want = _run(_build(make), balance)
-    got = _run(_build(make, "cuda"), balance)
+    make, balance, *make_opt = ENTRY_POINTS[case]
+    want = _run(_build(make), balance, *make_opt)
+    got = _run(_build(make, "cuda"), balance, *make_opt)
     for a, b in zip(got, want):
         assert a.device.type == "cuda"
         torch.testing.assert_close(a.cpu(), b, rtol=1e-9, atol=1e-12)
