@@ -52,10 +52,13 @@ def l_penalty(model: nn.Module, p: int, coeff: float) -> torch.Tensor:
     return coeff * sum(w.abs().pow(p).sum() for w in weights)
 
 
-def train_unstacked(model, data, seed, make_opt, epochs=3, batch=16, penalty=None, clip=0.0):
-    """The loop of experiments/train.py, one member."""
-    opt = make_opt(model.parameters())
+def train_unstacked(model, data, seed, make_opt, epochs=3, batch=16, penalty=None, clip=0.0,
+                    opt=None, skip_epochs=0):
+    """The loop of experiments/train.py, one member (`skip_epochs`: resume after that many)."""
+    opt = opt or make_opt(model.parameters())
     gen = torch.Generator().manual_seed(seed + 1)
+    for _ in range(skip_epochs):
+        torch.randperm(len(data), generator=gen)
     for _ in range(epochs):
         for (x,), y in iterate(data, batch, gen):
             loss = F.cross_entropy(model(x), y)
@@ -70,9 +73,12 @@ def train_unstacked(model, data, seed, make_opt, epochs=3, batch=16, penalty=Non
 
 
 def train_stacked(stack, data, seeds, make_opt, epochs=3, batch=16, penalty=None, clip=0.0,
-                  opt=None, before_step=None):
+                  opt=None, before_step=None, skip_epochs=0):
     opt = opt or make_opt(stack.parameters())
     gens = [torch.Generator().manual_seed(s + 1) for s in seeds]
+    for g in gens:
+        for _ in range(skip_epochs):
+            torch.randperm(len(data), generator=g)
     for _ in range(epochs):
         for (x,), y in iterate_members(data, batch, gens):
             loss = member_losses(stack(x), y).sum()
@@ -302,15 +308,7 @@ def test_optimizer_state_conversion_round_trips_and_continues_identically(opt):
 
 def _continue(stack, opt, data, seeds):
     """Epoch 3 of every member (generators advanced past epochs 1 and 2)."""
-    gens = [torch.Generator().manual_seed(s + 1) for s in seeds]
-    for g in gens:
-        for _ in range(2):
-            torch.randperm(len(data), generator=g)
-    for (x,), y in iterate_members(data, 16, gens):
-        loss = member_losses(stack(x), y).sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    train_stacked(stack, data, seeds, None, epochs=1, opt=opt, skip_epochs=2)
 
 
 def _member(stack, i):
@@ -383,15 +381,47 @@ def test_awnn_members_go_to_models_awnn_or_fail_clearly():
             stack_models([member])
 
 
-@pytest.mark.skipif(not hasattr(balancing, "chain_groups_from_params"),
-                    reason="models.balancing has no member axis yet (chain_groups_from_params)")
 @pytest.mark.parametrize("build", [fcn, dfa])
-def test_partial_balance_of_a_stack_balances_each_member_as_unstacked(build):
+@pytest.mark.parametrize("full", [False, True])
+def test_balancing_a_stack_balances_each_member_as_unstacked(build, full):
     members = [build(s) for s in SEEDS]
     stack = stack_models(copy.deepcopy(members))
-    groups = stack.unit_groups(include_bias=True)
-    assert all(g.members == len(SEEDS) for g in groups)
-    balancing.partial_balance(stack, 1)
+    assert all(g.members == len(SEEDS) for g in stack.unit_groups(include_bias=True))
+    run = balancing.full_balance if full else balancing.partial_balance
+    run(stack, 1)
     for i, m in enumerate(members):
-        balancing.partial_balance(m, 1)
+        run(m, 1)
         assert_member_equals(stack, i, m)
+
+
+def test_nb_l1_training_with_optimizer_rescaling_matches_unstacked():
+    """experiments/regimes/balance.py PartialBalancing (p = 1, every epoch, momentum state)."""
+    data, make = split(), OPTIMIZERS["momentum"]
+    members = [fcn(s) for s in SEEDS]
+    stack = stack_models(copy.deepcopy(members))
+    opt = make(stack.parameters())
+    singles = [(m, make(m.parameters())) for m in members]
+    for epoch in range(3):
+        train_stacked(stack, data, SEEDS, make, epochs=1, opt=opt, skip_epochs=epoch)
+        result = balancing.partial_balance(stack, 1, seed=epoch)
+        balancing.rescale_optimizer_state(opt, result.param_scales())
+        for (m, o), s in zip(singles, SEEDS):
+            train_unstacked(m, data, s, make, epochs=1, opt=o, skip_epochs=epoch)
+            r = balancing.partial_balance(m, 1, seed=epoch)
+            balancing.rescale_optimizer_state(o, r.param_scales())
+    for i, (m, o) in enumerate(singles):
+        assert_member_equals(stack, i, m)
+        for k, state in member_optimizer_state(opt, i)["state"].items():
+            torch.testing.assert_close(state["momentum_buffer"],
+                                       o.state_dict()["state"][k]["momentum_buffer"], **TOL)
+
+
+def test_balancing_a_member_subset_leaves_the_others_alone():
+    stack = stack_models([fcn(s) for s in SEEDS])
+    before = stack.member_state_dict(1)
+    balancing.partial_balance(stack, 1, members=torch.tensor([0, 2]))
+    for key, value in stack.member_state_dict(1).items():
+        assert torch.equal(value, before[key])
+    m = fcn(SEEDS[2])
+    balancing.partial_balance(m, 1)
+    assert_member_equals(stack, 2, m)

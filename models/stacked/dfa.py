@@ -57,7 +57,7 @@ class StackedDFANet(StackedModule):
             logits.register_hook(slot.store)
         return logits
 
-    def unit_groups(self, include_bias: bool = True, members=None) -> list:
+    def unit_groups(self, include_bias: bool = True) -> list:
         """Balancing groups with the member axis (models.balancing, UnitGroup.members = S)."""
         from models.balancing import chain_groups_from_params
 
@@ -68,4 +68,4 @@ class StackedDFANet(StackedModule):
                                  f"Identity (BiLU, NB §2)")
         return chain_groups_from_params([lin.weight for lin in self.linears],
                                         [lin.bias for lin in self.linears], include_bias,
-                                        members=members)
+                                        members=self.members)

@@ -39,7 +39,7 @@ class StackedFCN(StackedModule, nn.Sequential):
             h = layer(h)
         return h
 
-    def unit_groups(self, include_bias: bool = True, members=None) -> list:
+    def unit_groups(self, include_bias: bool = True) -> list:
         """Balancing groups with the member axis (models.balancing, UnitGroup.members = S)."""
         from models.balancing import chain_groups_from_params
 
@@ -51,4 +51,4 @@ class StackedFCN(StackedModule, nn.Sequential):
         linears = self.linears
         return chain_groups_from_params([lin.weight for lin in linears],
                                         [lin.bias for lin in linears], include_bias,
-                                        members=members)
+                                        members=self.members)
