@@ -13,6 +13,35 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class _BatchedLinear(torch.autograd.Function):
+    """out[s] = x[s] W[s]ᵀ + b[s] with a hand-written backward: one node instead of baddbmm's
+    and its views', weight gradients made contiguous, and each weight gradient computed in the
+    orientation that keeps the small dimension as the GEMM's rows (measured 2x faster on the CPU
+    for a 232 -> 2 layer)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        out = torch.bmm(x, weight.transpose(1, 2))
+        return out.add_(bias.unsqueeze(1)) if bias is not None else out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.bmm(grad, weight)
+        if ctx.needs_input_grad[1]:
+            if weight.shape[1] <= weight.shape[2]:
+                grad_w = torch.bmm(grad.transpose(1, 2), x)
+            else:
+                grad_w = torch.bmm(x.transpose(1, 2), grad).transpose(1, 2).contiguous()
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum(1)
+        return grad_x, grad_w, grad_b
+
+
 class StackedLinear(nn.Module):
     """S independent Linear layers: weight [S, out, in], bias [S, out], as nn.Linear per member.
 
@@ -40,9 +69,7 @@ class StackedLinear(nn.Module):
             bias = self.bias.flatten() if self.bias is not None else None
             out = F.linear(shared, self.weight.flatten(0, 1), bias)          # [B, S * out]
             return out.view(len(shared), self.members, self.out_features).transpose(0, 1)
-        if self.bias is None:
-            return torch.bmm(x, self.weight.transpose(1, 2))
-        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
+        return _BatchedLinear.apply(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return (f"members={self.members}, in_features={self.in_features}, "
