@@ -187,6 +187,20 @@ def test_training_matches_unstacked_step_by_step(opt):
         assert not torch.equal(model[0].weight, fcn(s)[0].weight)      # it trained
 
 
+def test_bias_free_members_train_as_unstacked():
+    def build(seed):
+        torch.manual_seed(seed)
+        return FCN(IN, WIDTHS, OUT, bias=False).double()
+
+    data = split()
+    stack, _ = train_stacked(stack_models([build(s) for s in SEEDS]), data, SEEDS,
+                             OPTIMIZERS["adam"])
+    assert all(lin.bias is None for lin in stack.linears)
+    for i, s in enumerate(SEEDS):
+        model, _ = train_unstacked(build(s), data, s, OPTIMIZERS["adam"])
+        assert_member_equals(stack, i, model)
+
+
 @pytest.mark.parametrize("p", [1, 2])
 def test_per_member_penalty_coefficients_match_unstacked_penalties(p):
     data, coeffs = split(), [0.01, 0.0, 0.03]
@@ -283,13 +297,16 @@ def test_optimizer_state_conversion_round_trips_and_continues_identically(opt):
     single = fcn(99)
     single.load_state_dict(stack.member_state_dict(2))
     single_opt = make(single.parameters())
-    single_opt.load_state_dict(member_optimizer_state(stacked_opt, 2))
+    single_opt.load_state_dict(stack.member_optimizer_state(stacked_opt, 2))
     # unstacked -> stacked: a fresh stack loads every member's model and optimiser state
     fresh = stack_models([fcn(99) for _ in SEEDS])
     fresh_opt = make(fresh.parameters())
     for i in range(len(SEEDS)):
         fresh.load_member_state_dict(i, stack.member_state_dict(i))
-        load_member_optimizer_state(fresh_opt, i, member_optimizer_state(stacked_opt, i))
+        if i == 0:
+            fresh.load_member_optimizer_state(fresh_opt, i, member_optimizer_state(stacked_opt, i))
+        else:
+            load_member_optimizer_state(fresh_opt, i, member_optimizer_state(stacked_opt, i))
     assert fresh_opt.state_dict()["param_groups"] == stacked_opt.state_dict()["param_groups"]
     _continue(stack, stacked_opt, data, SEEDS)
     _continue(fresh, fresh_opt, data, SEEDS)

@@ -69,5 +69,5 @@ def stack_models(models: list[nn.Module], input_shape: tuple[int, ...] | None = 
         if stack is None:
             raise NotImplementedError("stacking AWNN classifiers needs models.awnn.stack_adaptive, "
                                       "which this checkout does not have")
-        return stack(models)
+        return stack(models, input_shape)
     raise TypeError(f"cannot stack {type(first).__name__}; stackable: {STACKABLE}")

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.stacked import optim
+
 
 class _BatchedLinear(torch.autograd.Function):
     """out[s] = x[s] W[s]ᵀ + b[s] with a hand-written backward: one node instead of baddbmm's
@@ -151,9 +153,18 @@ class StackedModule(nn.Module):
             if key not in self.shared_keys:
                 value[i].zero_()
         if optimizer is not None:
-            from models.stacked.optim import zero_member_optimizer_state
+            optim.zero_member_optimizer_state(optimizer, i)
 
-            zero_member_optimizer_state(optimizer, i)
+    def member_optimizer_state(self, optimizer: torch.optim.Optimizer, i: int) -> dict:
+        """models.stacked.optim.member_optimizer_state (a method, as on the AWNN stack)."""
+        self.check_member(i)
+        return optim.member_optimizer_state(optimizer, i)
+
+    def load_member_optimizer_state(self, optimizer: torch.optim.Optimizer, i: int,
+                                    state_dict: dict) -> None:
+        """models.stacked.optim.load_member_optimizer_state (a method, as on the AWNN stack)."""
+        self.check_member(i)
+        optim.load_member_optimizer_state(optimizer, i, state_dict)
 
     def unshare(self, key: str) -> None:
         """Give every member its own copy of the shared buffer `key` (before members diverge)."""
