@@ -206,7 +206,8 @@ def test_per_member_penalty_coefficients_match_unstacked_penalties(p):
     data, coeffs = split(), [0.01, 0.0, 0.03]
     c = torch.tensor(coeffs, dtype=torch.float64)
     stack, _ = train_stacked(stack_models([fcn(s) for s in SEEDS]), data, SEEDS,
-                             OPTIMIZERS["momentum"], penalty=lambda m: member_weight_penalty(m, p, c))
+                             OPTIMIZERS["momentum"],
+                             penalty=lambda m: member_weight_penalty(m, p, c))
     for i, s in enumerate(SEEDS):
         pen = (lambda m, k=coeffs[i]: l_penalty(m, p, k)) if coeffs[i] else None
         model, _ = train_unstacked(fcn(s), data, s, OPTIMIZERS["momentum"], penalty=pen)

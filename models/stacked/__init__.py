@@ -1,7 +1,7 @@
 """Stacked execution: S members (seeds of one config) trained as one model (docs/STACKING.md).
 
 Parameters carry a leading member dimension S and come in each member's parameter order; layers
-are batched GEMMs (`torch.baddbmm`), which bench/bench_stacked.py --routes measured against
+are batched GEMMs (`torch.bmm`), which bench/bench_stacked.py --routes measured against
 torch.func `stack_module_state` + `vmap` on the CPU.
 
     stack = stack_models([build(seed) for seed in seeds], input_shape=info["input_shape"])
@@ -24,10 +24,11 @@ from models.stacked.optim import (clip_grad_norm_per_member, load_member_optimiz
 
 STACKABLE = "FCN, DFANet, nn.Sequential(nn.Flatten, AdaptiveMLP) (the AWNN classifier)"
 
-__all__ = ["StackedDFANet", "StackedFCN", "StackedLinear", "StackedModule", "clip_grad_norm_per_member",
-           "evaluate_members", "is_stackable", "load_member_optimizer_state", "member_correct",
-           "member_losses", "member_optimizer_state", "member_weight_costs", "member_weight_penalty",
-           "stack_models", "zero_member_optimizer_state"]
+__all__ = ["StackedDFANet", "StackedFCN", "StackedLinear", "StackedModule",
+           "clip_grad_norm_per_member", "evaluate_members", "is_stackable",
+           "load_member_optimizer_state", "member_correct", "member_losses",
+           "member_optimizer_state", "member_weight_costs", "member_weight_penalty", "stack_models",
+           "zero_member_optimizer_state"]
 
 
 def _is_awnn_classifier(model: nn.Module) -> bool:
@@ -59,7 +60,8 @@ def stack_models(models: list[nn.Module], input_shape: tuple[int, ...] | None = 
         raise ValueError("stack_models needs at least one member")
     first = models[0]
     if any(type(m) is not type(first) for m in models):
-        raise TypeError(f"members must share one type; got {sorted({type(m).__name__ for m in models})}")
+        kinds = sorted({type(m).__name__ for m in models})
+        raise TypeError(f"members must share one type; got {kinds}")
     if isinstance(first, DFANet):
         return StackedDFANet(models, input_shape)
     if isinstance(first, FCN):

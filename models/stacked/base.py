@@ -88,7 +88,8 @@ class StackedModule(nn.Module):
 
     def check_member(self, i: int) -> None:
         if not (isinstance(i, int) and 0 <= i < self.members):
-            raise IndexError(f"member {i!r} is out of range; this stack has members 0..{self.members - 1}")
+            raise IndexError(f"member {i!r} is out of range; this stack has members "
+                             f"0..{self.members - 1}")
 
     def flatten_input(self, x: torch.Tensor, in_features: int) -> torch.Tensor:
         """[S, B, *sample] -> [S, B, in] (a batch per member) or [B, *sample] -> [B, in] (shared).
@@ -99,8 +100,8 @@ class StackedModule(nn.Module):
         if self.input_shape is not None:
             per_member = x.ndim == len(self.input_shape) + 2
             if per_member and x.shape[0] != self.members:
-                raise ValueError(f"input of shape {tuple(x.shape)} has {x.shape[0]} member batches; "
-                                 f"this stack has {self.members} members")
+                raise ValueError(f"input of shape {tuple(x.shape)} has {x.shape[0]} member "
+                                 f"batches; this stack has {self.members} members")
         else:
             per_member = (x.ndim >= 3 and x.shape[0] == self.members
                           and math.prod(x.shape[2:]) == in_features)

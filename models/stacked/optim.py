@@ -23,7 +23,7 @@ def _is_per_member(value, param: torch.Tensor) -> bool:
 
 def member_optimizer_state(optimizer: torch.optim.Optimizer, i: int) -> dict:
     """The `state_dict()` of member i's unstacked optimiser: same param groups (hyper-parameters,
-    positions), per-member state tensors sliced at [i] (copies), shared entries such as `step` kept."""
+    positions), per-member state tensors sliced at [i] (copies), shared entries (`step`) kept."""
     params = _positions(optimizer)
     _check_member(params, i)
     state = {}
