@@ -274,6 +274,14 @@ def test_member_state_dict_round_trips(build):
             assert torch.equal(value, sd[key])
     with pytest.raises(KeyError, match="missing"):
         stack.load_member_state_dict(0, {})
+    wrong = {k: v.clone() for k, v in build(7).state_dict().items()}
+    last = list(wrong)[-1]
+    wrong[last] = wrong[last][:1]
+    kept = stack.member_state_dict(0)
+    with pytest.raises(ValueError, match="per member"):
+        stack.load_member_state_dict(0, wrong)
+    for key, value in stack.member_state_dict(0).items():       # nothing was half-loaded
+        assert torch.equal(value, kept[key])
     with pytest.raises(IndexError, match="0..2"):
         stack.member_state_dict(3)
 

@@ -132,17 +132,18 @@ class StackedModule(nn.Module):
         if missing or unexpected:
             raise KeyError(f"member state dict does not fit this stack: missing {missing}, "
                            f"unexpected {unexpected}")
+        for key, value in state.items():          # check every shape before changing anything
+            expected = own[key].shape if key in self.shared_keys else own[key].shape[1:]
+            if value.shape != expected:
+                raise ValueError(f"{key}: member tensor of shape {tuple(value.shape)}; this stack "
+                                 f"holds {tuple(expected)} per member")
         for key, value in state.items():
             if key in self.shared_keys:
                 if torch.equal(own[key], value.to(own[key])):
                     continue
                 self.unshare(key)
                 own = self.state_dict()
-            target = own[key][i]
-            if target.shape != value.shape:
-                raise ValueError(f"{key}: member tensor of shape {tuple(value.shape)}; this stack "
-                                 f"holds {tuple(target.shape)} per member")
-            target.copy_(value)
+            own[key][i].copy_(value)
 
     @torch.no_grad()
     def zero_member(self, i: int, optimizer: torch.optim.Optimizer | None = None) -> None:
