@@ -2,6 +2,8 @@
 
 1. One partial sweep vs one training epoch (60000x784 resident tensors, batch 256, SGD 1e-3).
 2. Full balance from PyTorch default init to tol 1e-6 (p = 1, 2): sweeps vs the direct solver.
+3. Stacked (docs/STACKING.md): 8 members of 784-256-10 balanced in one vectorised pass vs a loop
+   over the 8 unstacked members (partial sweep; full balance by the direct solver).
 
     python bench/bench_balancing.py [--quick] [--device cuda]
 """
@@ -20,6 +22,38 @@ from models import balancing as nb  # noqa: E402
 from models.fcn import FCN  # noqa: E402
 
 WIDTHS = [512, 256, 128, 64]
+MEMBERS = 8
+
+
+class StackedChain(torch.nn.Module):
+    """The members' Linear parameters stacked on a leading member dimension (balancing only)."""
+
+    def __init__(self, members: list[FCN]):
+        super().__init__()
+        self.members = len(members)
+        lins = [m.linears for m in members]
+        self.weights = torch.nn.ParameterList(
+            torch.stack([ls[k].weight.detach() for ls in lins]) for k in range(len(lins[0])))
+        self.biases = torch.nn.ParameterList(
+            torch.stack([ls[k].bias.detach() for ls in lins]) for k in range(len(lins[0])))
+
+    def unit_groups(self, include_bias: bool = True) -> list[nb.UnitGroup]:
+        return nb.chain_groups_from_params(list(self.weights), list(self.biases), include_bias,
+                                           members=self.members)
+
+
+def stacked_cases(device, repeats):
+    torch.manual_seed(0)
+    members = [FCN(784, [256], 10).to(device) for _ in range(MEMBERS)]
+    cases = {f"partial sweep, {MEMBERS}x 784-256-10": lambda m: nb.partial_balance(m, 1),
+             f"full direct p=2, {MEMBERS}x 784-256-10": lambda m: nb.full_balance(m, 2)}
+    for case, balance in cases.items():   # each repeat from fresh copies, made before the clock
+        stacks = [StackedChain(copy.deepcopy(members)) for _ in range(repeats)]
+        loops = [copy.deepcopy(members) for _ in range(repeats)]
+        vec_s, _ = timed(lambda: balance(stacks.pop()), device, repeats)
+        loop_s, _ = timed(lambda: [balance(m) for m in loops.pop()], device, repeats)
+        print(f"{case}: vectorised {vec_s * 1e3:.1f} ms, loop {loop_s * 1e3:.1f} ms")
+        print(f"ratio vectorised/loop ({case}): {vec_s / loop_s:.3f}")
 
 
 def timed(fn, device, repeats=1):
@@ -62,6 +96,7 @@ def main():
     epoch_full = epoch_s * 60000 / n
     print(f"partial sweep {sweep_s * 1e3:.2f} ms | epoch {epoch_full:.3f} s (60000 samples"
           f"{', extrapolated' if args.quick else ''}) | ratio {100 * sweep_s / epoch_full:.3f}%")
+    print(f"ratio sweep/epoch (partial sweep, 784-512-256-128-64-10): {sweep_s / epoch_full:.5f}")
 
     for p in (1, 2):
         torch.manual_seed(p)
@@ -74,7 +109,10 @@ def main():
             print(f"full balance p={p} {method:6s}: {secs:.3f} s, sweeps={r.sweeps}, "
                   f"newton_steps={r.newton_steps}, max|log A/B|={r.max_log_imbalance:.2e}, "
                   f"cost {r.cost_before:.4g} -> {r.cost_after:.4g}")
-        print(f"full balance p={p}: sweep/direct time ratio {rows['sweep'] / rows['direct']:.1f}x")
+        print(f"ratio sweep/direct (full balance p={p}, 784-512-256-128-64-10): "
+              f"{rows['sweep'] / rows['direct']:.2f}")
+
+    stacked_cases(device, repeats=3)
 
 
 if __name__ == "__main__":

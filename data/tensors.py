@@ -55,6 +55,34 @@ def iterate(split, batch_size: int, generator: torch.Generator | None = None,
         yield inputs, target
 
 
+def iterate_members(split: TensorSplit, batch_size: int, generators: list[torch.Generator],
+                    shuffle: bool = True) -> Iterator[Batch]:
+    """Batches for S stacked members: inputs [S, B, ...], target [S, B] (docs/STACKING.md).
+
+    Member i's batches equal those of `iterate(split, batch_size, generators[i], shuffle)`: each
+    generator draws its member's permutation once per call, then every batch is one gather.
+    Unshuffled, all members share the batch (expanded, not copied).
+    """
+    if not isinstance(split, TensorSplit):
+        raise TypeError(f"iterate_members needs a TensorSplit; got {type(split).__name__}")
+    if not generators:
+        raise ValueError("iterate_members needs one generator per member; got none")
+    n, members, device = len(split), len(generators), split.target.device
+    if shuffle:
+        # drawn on the CPU generators, as iterate() draws them, then moved in one copy
+        order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)
+    else:
+        order = torch.arange(n, device=device).expand(members, n)
+    for start in range(0, n, batch_size):
+        idx = order[:, start:start + batch_size]                      # [S, B]
+        if shuffle:
+            yield tuple(t[idx] for t in split.inputs), split.target[idx]
+        else:
+            inputs, target = split.take(idx[0])
+            yield (tuple(t.expand(members, *t.shape) for t in inputs),
+                   target.expand(members, *target.shape))
+
+
 def stratified_indices(labels: Tensor, fraction: float, seed: int) -> Tensor:
     """Indices of a class-stratified random subset holding `fraction` of each class (at least 1)."""
     if not 0.0 < fraction <= 1.0:
