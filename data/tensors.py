@@ -122,6 +122,17 @@ def stratified_split(labels: Tensor, holdout: float | int, seed: int) -> tuple[T
     return torch.sort(torch.cat(keep)).values, torch.sort(torch.cat(held)).values
 
 
+def with_dtype(split, dtype: torch.dtype):
+    """A TensorSplit whose floating-point tensors have `dtype` (integer ids and labels keep theirs)."""
+    if split is None or dtype == torch.float32:
+        return split
+    if not isinstance(split, TensorSplit):
+        raise ValueError(f"train.dtype={str(dtype).split('.')[-1]} needs tensor data sets; "
+                         f"got {type(split).__name__}")
+    cast = tuple(t.to(dtype) if t.is_floating_point() else t for t in split.inputs)
+    return TensorSplit(cast, split.target, split.augment)
+
+
 @dataclass
 class DataBundle:
     """What a data set hands to the runner.

@@ -62,10 +62,24 @@ def identity(cfg: DictConfig) -> dict:
             if k not in defaults or defaults[k] != v}
 
 
-def run_key(cfg: DictConfig) -> str:
-    blob = json.dumps(identity(cfg), sort_keys=True, default=str)
+def with_seed(ident: dict, seed: int) -> dict:
+    """`ident` of the same config with another seed (the seed is a difference unless default)."""
+    from experiments.schema import Config
+
+    out = {k: v for k, v in ident.items() if k != "seed"}
+    if seed != Config.seed:
+        out["seed"] = seed
+    return dict(sorted(out.items()))
+
+
+def key_of(cfg: DictConfig, ident: dict) -> str:
+    blob = json.dumps(ident, sort_keys=True, default=str)
     digest = hashlib.sha1(blob.encode()).hexdigest()[:10]
     return f"{cfg.dataset.name}-{cfg.model.name}-{cfg.regime.name}-s{cfg.seed}-{digest}"
+
+
+def run_key(cfg: DictConfig) -> str:
+    return key_of(cfg, identity(cfg))
 
 
 def runs_root(cfg: DictConfig) -> Path:

@@ -36,35 +36,63 @@ class PlannedJob:
     overrides: list[str]
     cfg: DictConfig                  # validated, resolved
     choices: dict
-    key: str = ""
-    directory: Path = field(default=None)
+    key: str
+    directory: Path
+    ident: dict                      # what the key hashes (identity.identity)
+    flat: dict                       # the flattened meaningful config (identity.meaningful)
 
-    def __post_init__(self):
-        self.key = identity.run_key(self.cfg)
-        self.directory = identity.run_dir(self.cfg)
+
+def is_group_override(override: str) -> bool:
+    """`model=fcn2` picks a config group option; `optimizer.lr=0.1` sets a value."""
+    from data.paths import PROJECT_ROOT
+
+    key = override.split("=", 1)[0].lstrip("+~")
+    return "=" in override and (PROJECT_ROOT / "conf" / key).is_dir()
 
 
 def plan_jobs(job_overrides: list[list[str]], compose: Callable[[list[str]], DictConfig]) -> list[PlannedJob]:
-    """Compose and validate every job. Jobs that differ only by `seed=` share one composition
-    (and one validation, unless some value interpolates the seed)."""
-    validated: dict[tuple, tuple[DictConfig, dict, bool]] = {}
+    """Compose and validate every job, exactly as Hydra composes it: the config-group overrides
+    select the defaults list (`compose`), then Hydra's own override application sets the value
+    overrides (the last step of Hydra's composition). Compositions are shared by jobs with the
+    same group choices; validation and identity by jobs differing only by `seed=` (unless some
+    value interpolates the seed)."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    composed: dict[tuple, DictConfig] = {}
+    validated: dict[tuple, tuple] = {}
     jobs = []
     for overrides in job_overrides:
-        seed = next((o.split("=", 1)[1] for o in overrides if o.startswith("seed=")), None)
+        seed = next((int(o.split("=", 1)[1]) for o in overrides if o.startswith("seed=")), None)
         rest = tuple(o for o in overrides if not o.startswith("seed="))
         if rest not in validated:
-            cfg = compose(list(rest))
+            groups = tuple(o for o in rest if is_group_override(o))
+            if groups not in composed:
+                composed[groups] = compose(list(groups))
+            cfg = composed[groups].copy()
+            ConfigLoaderImpl._apply_overrides_to_config(
+                parser.parse_overrides([o for o in rest if o not in groups]), cfg)
             choices = {k: v for k, v in cfg.hydra.runtime.choices.items()
                        if not k.startswith("hydra/") and v is not None}
             with open_dict(cfg):
                 del cfg["hydra"]
             uses_seed = "${seed" in OmegaConf.to_yaml(cfg, resolve=False).replace(" ", "")
-            validated[rest] = (cfg if uses_seed else validate(cfg), choices, uses_seed)
-        cfg, choices, uses_seed = validated[rest]
-        cfg = cfg.copy()
+            typed = None if uses_seed else validate(cfg)
+            shared = None if uses_seed else (identity.identity(typed), identity.meaningful(typed))
+            validated[rest] = (cfg, typed, shared, choices)
+        cfg, typed, shared, choices = validated[rest]
+        job_cfg = (cfg if typed is None else typed).copy()
         if seed is not None:
-            cfg.seed = int(seed)
-        jobs.append(PlannedJob(list(overrides), validate(cfg) if uses_seed else cfg, dict(choices)))
+            job_cfg.seed = seed
+        if typed is None:                       # the seed reaches other values: validate each
+            job_cfg = validate(job_cfg)
+            ident, flat = identity.identity(job_cfg), identity.meaningful(job_cfg)
+        else:
+            ident, flat = identity.with_seed(shared[0], job_cfg.seed), {**shared[1], "seed": job_cfg.seed}
+        key = identity.key_of(job_cfg, ident)
+        jobs.append(PlannedJob(list(overrides), job_cfg, dict(choices), key,
+                               identity.runs_root(job_cfg) / key, ident, flat))
     keys = [j.key for j in jobs]
     if len(set(keys)) != len(keys):
         dup = sorted({k for k in keys if keys.count(k) > 1})
@@ -73,13 +101,13 @@ def plan_jobs(job_overrides: list[list[str]], compose: Callable[[list[str]], Dic
 
 
 # --------------------------------------------------------------------------- stacks
-def stack_signature(cfg: DictConfig) -> str | None:
+def stack_signature(cfg: DictConfig, ident: dict) -> str | None:
     """Jobs with the same signature can train as one stack; None: this job cannot be stacked."""
-    if not cfg.run.stack or cfg.model.name not in STACKABLE_MODELS:
+    if not cfg.run.stack or cfg.model.name not in STACKABLE_MODELS or cfg.regime.record_ratios:
         return None
     if cfg.optimizer.scheduler.name == "plateau":   # a plateau schedule is per member
         return None
-    ident = identity.identity(cfg)
+    ident = dict(ident)
     for key in ("seed", *cfg.run.stack_over):
         ident.pop(key, None)
     return json.dumps(ident, sort_keys=True, default=str)
@@ -91,7 +119,7 @@ def stack_groups(jobs: list[PlannedJob]) -> list[list[PlannedJob]]:
     groups: list[list[PlannedJob]] = []
     open_groups: dict[str, list[PlannedJob]] = {}
     for job in jobs:
-        sig = stack_signature(job.cfg)
+        sig = stack_signature(job.cfg, job.ident)
         if sig is not None and sig in open_groups and len(open_groups[sig]) < job.cfg.run.stack_max:
             open_groups[sig].append(job)
             continue
@@ -140,11 +168,10 @@ def job_config(base: dict, delta: dict) -> dict:
 def manifest(jobs: list[PlannedJob], experiment: str, profile: str, table, cli_overrides: list[str],
              results_dir: str) -> dict:
     """Jobs as (key, directory, overrides, choices, config delta against a shared base)."""
-    base = identity.meaningful(jobs[0].cfg) if jobs else {}
+    base = jobs[0].flat if jobs else {}
     root = resolve(results_dir)
     entries = [{"key": j.key, "dir": str(j.directory.relative_to(root)), "overrides": j.overrides,
-                "choices": j.choices, "delta": delta_from(base, identity.meaningful(j.cfg))}
-               for j in jobs]
+                "choices": j.choices, "delta": delta_from(base, j.flat)} for j in jobs]
     spec = OmegaConf.to_container(table, resolve=True) if OmegaConf.is_config(table) else table
     return {"experiment": experiment, "profile": profile, "overrides": list(cli_overrides),
             "table": spec, "base": base, "jobs": entries, "updated": records.now()}

@@ -7,6 +7,7 @@ skips it (or waits, `run.on_locked=wait`).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -18,13 +19,14 @@ from omegaconf import DictConfig, OmegaConf
 
 import experiments  # noqa: F401  (registers the config resolvers)
 from data import load_data
+from data.tensors import with_dtype
 from experiments import records
 from experiments.devices import pick_device
 from experiments.loggers import make_logger
 from experiments.provenance import code_state
 from experiments.regimes import RunContext, build_regime
 from experiments.schema import ConfigError, validate
-from experiments.train import LoopState, build_optimizer, build_scheduler, fit, primary_metric
+from experiments.train import LoopState, Members, build_optimizer, build_scheduler, fit, primary_metric
 from models import build_model
 
 
@@ -110,13 +112,21 @@ def start_record(cfg: DictConfig, directory, device: torch.device) -> None:
                        records.running_summary(directory.name, cfg.experiment, cfg.seed))
 
 
+def load_run_data(cfg: DictConfig, device: torch.device):
+    """The run's data on its device, floating-point tensors in `train.dtype`."""
+    data = load_data(cfg.dataset, cfg.data, device)
+    dtype = getattr(torch, cfg.train.dtype)
+    return dataclasses.replace(data, train=with_dtype(data.train, dtype),
+                               val=with_dtype(data.val, dtype), test=with_dtype(data.test, dtype))
+
+
 def train_run(cfg: DictConfig, directory) -> dict:
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     device = pick_device(cfg.run.device)
-    data = load_data(cfg.dataset, cfg.data, device)
+    data = load_run_data(cfg, device)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, data.info).to(device)
+    model = build_model(cfg.model, data.info).to(device=device, dtype=getattr(torch, cfg.train.dtype))
     if device.type == "cpu" and not cfg.run.threads and sum(p.numel() for p in model.parameters()) < 50_000:
         torch.set_num_threads(1)  # tiny models: thread hand-offs cost more than they save
     start_record(cfg, directory, device)
@@ -161,11 +171,12 @@ def train_run(cfg: DictConfig, directory) -> dict:
         records.write_metrics_csv(directory / "metrics.csv", st.history)
         last_save[0] = time.monotonic()
 
-    def on_epoch(st: LoopState) -> None:
-        logger.log(st.history[-1])
-        save(st)
+    def on_epoch(_) -> None:
+        logger.log(state.history[-1])
+        save(state)
 
-    state = fit(ctx, regime, scheduler, state, generator, on_epoch=on_epoch, progress=cfg.run.progress)
+    fit(ctx, regime, scheduler, Members([state], [generator], stacked=False), on_epoch=on_epoch,
+        progress=cfg.run.progress)
     save(state, force=True)
     summary = summarize(cfg, directory.name, state, data.task, data.splits)
     records.write_json(directory / "summary.json", summary)

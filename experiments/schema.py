@@ -18,6 +18,8 @@ ORDERS = ("forward", "reverse", "random")
 PROFILES = ("paper", "quick", "smoke")
 LOGGERS = ("csv", "wandb")
 ON_LOCKED = ("skip", "wait")
+DTYPES = ("float32", "float64")
+STACK_OVER = ("regime.coeff", "optimizer.lr")   # values stacked members may differ in, besides seed
 
 
 class ConfigError(ValueError):
@@ -85,6 +87,7 @@ class TrainConfig:
     grad_clip: float = 0.0            # 0 = off
     patience: int = 0                 # early stopping on the validation metric (0 = off)
     eval_train: bool = False          # also evaluate on the full training split each epoch
+    dtype: str = "float32"            # float64: model and tensor data in double (exactness tests)
 
 
 @dataclass
@@ -189,6 +192,9 @@ def validate(cfg: DictConfig) -> DictConfig:
     _check(typed.logger.name, LOGGERS, "logger.name")
     _check(typed.logger.mode, ("auto", "online", "offline", "disabled"), "logger.mode")
     _check(typed.run.on_locked, ON_LOCKED, "run.on_locked")
+    _check(typed.train.dtype, DTYPES, "train.dtype")
+    for key in typed.run.stack_over:
+        _check(key, STACK_OVER, "run.stack_over entry")
     for key, value in (("train.epochs", typed.train.epochs), ("train.batch_size", typed.train.batch_size),
                        ("optimizer.lr", typed.optimizer.lr), ("run.stack_max", typed.run.stack_max)):
         if value <= 0:

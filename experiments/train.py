@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from data.tensors import iterate
+from data.tensors import iterate, iterate_members
 from experiments.regimes import RunContext
+from models.stacked import clip_grad_norm_per_member, evaluate_members, member_losses
 
 
 # --------------------------------------------------------------------------- task: loss, metrics
@@ -91,36 +92,95 @@ class LoopState:
     status: str = "running"
 
 
-def fit(ctx: RunContext, regime, scheduler, state: LoopState, generator: torch.Generator,
-        on_epoch=None, progress: bool = True) -> LoopState:
-    """Train for the remaining epochs. `on_epoch(state)` is called after each epoch's record."""
+class Members:
+    """The runs one loop trains: one ordinary run, or S stacked members (docs/STACKING.md) whose
+    batches, losses, clipping and evaluation are per member. Stacked losses are [S] and the loss
+    backpropagated is their sum: member i's gradient is its own."""
+
+    def __init__(self, states: list[LoopState], generators: list[torch.Generator], stacked: bool):
+        self.states, self.generators, self.stacked = states, generators, stacked
+
+    def batches(self, split, batch_size: int):
+        if self.stacked:
+            return iterate_members(split, batch_size, self.generators)
+        return iterate(split, batch_size, self.generators[0], shuffle=True, augment=True)
+
+    def losses(self, task: str, outputs, target, pad_id: int) -> torch.Tensor:
+        return member_losses(outputs, target) if self.stacked else task_loss(task, outputs, target, pad_id)
+
+    def clip(self, model, max_norm: float) -> None:
+        if self.stacked:
+            clip_grad_norm_per_member(model.parameters(), max_norm)
+        else:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+
+    def evaluate(self, model, split, task: str, batch_size: int, pad_id: int) -> list[dict]:
+        """Per member: {"loss": ..., "acc": ...} over the split."""
+        if not self.stacked:
+            return [evaluate(model, split, task, batch_size, pad_id)]
+        stats = evaluate_members(model, split, batch_size)
+        return [{k: v[i] for k, v in stats.items()} for i in range(len(self.states))]
+
+
+@torch.no_grad()
+def step_with_member_lr(optimizer, lr_scale: torch.Tensor) -> None:
+    """An optimiser step where member i moves lr_scale[i] times as far: exact for SGD (with
+    momentum / weight decay) and Adam(W), whose update is linear in lr for a given state."""
+    params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    before = [p.detach().clone() for p in params]
+    optimizer.step()
+    for p, b in zip(params, before):
+        scale = lr_scale.to(p).view(-1, *([1] * (p.ndim - 1)))
+        p.copy_(b + scale * (p - b))
+
+
+def member_value(value, i: int, stacked: bool):
+    """A hook's metric for member i: a per-member list holds one value per member."""
+    if stacked and isinstance(value, (list, tuple)):
+        return plain(value[i])
+    return plain(value)
+
+
+def fit(ctx: RunContext, regime, scheduler, members: Members, on_epoch=None,
+        progress: bool = True) -> list[LoopState]:
+    """Train every member for its remaining epochs. `on_epoch(indices)` is called after each
+    epoch with the members that got a new record (all that were still running)."""
     cfg, data, device = ctx.cfg, ctx.data, ctx.device
     task, pad_id = data.task, data.info.get("pad_id", 0)
     metric, direction = primary_metric(task)
     has_penalty, has_after_step = regime.has_penalty, regime.has_after_step
     clip = cfg.train.grad_clip
-    bar = tqdm(total=cfg.train.epochs, initial=state.epoch, disable=not progress, unit="ep",
-               desc=f"{cfg.experiment}/{cfg.dataset.name}/{cfg.model.name}/{cfg.regime.name}/s{cfg.seed}",
+    states, stacked = members.states, members.stacked
+    first = states[0].epoch
+    seeds = f"s{cfg.seed}" if not stacked else f"{len(states)} seeds"
+    bar = tqdm(total=cfg.train.epochs, initial=first, disable=not progress, unit="ep",
+               desc=f"{cfg.experiment}/{cfg.dataset.name}/{cfg.model.name}/{cfg.regime.name}/{seeds}",
                dynamic_ncols=True, leave=False)
-    for epoch in range(state.epoch, cfg.train.epochs):
+    for epoch in range(first, cfg.train.epochs):
+        running = [i for i, st in enumerate(states) if st.status == "running"]
+        if not running:
+            break
         ctx.epoch = epoch
         ctx.model.train()
         start = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
+        loss_sum = torch.zeros(len(states) if stacked else (), device=device)
         steps = 0
-        for inputs, target in iterate(data.train, cfg.train.batch_size, generator, shuffle=True, augment=True):
-            loss = task_loss(task, ctx.model(*inputs), target, pad_id)
-            total = loss
+        for inputs, target in members.batches(data.train, cfg.train.batch_size):
+            loss = members.losses(task, ctx.model(*inputs), target, pad_id)
+            total = loss.sum() if stacked else loss
             if has_penalty:
                 penalty = regime.penalty(ctx)
                 if penalty is not None:
-                    total = loss + penalty
+                    total = total + penalty
                 del penalty
             ctx.optimizer.zero_grad(set_to_none=True)
             total.backward()
             if clip > 0:
-                torch.nn.utils.clip_grad_norm_(ctx.model.parameters(), clip)
-            ctx.optimizer.step()
+                members.clip(ctx.model, clip)
+            if ctx.lr_scale is None:
+                ctx.optimizer.step()
+            else:
+                step_with_member_lr(ctx.optimizer, ctx.lr_scale)
             if has_after_step:
                 regime.after_step(ctx)
             loss_sum += loss.detach()
@@ -130,49 +190,53 @@ def fit(ctx: RunContext, regime, scheduler, state: LoopState, generator: torch.G
             # kept alive into the next forward would hand autograd stale shapes.
             del loss, total
         extra = regime.on_epoch_end(ctx, epoch)
-        train_loss = (loss_sum / max(steps, 1)).item()  # the epoch's one sync point
+        train_losses = (loss_sum / max(steps, 1)).reshape(-1).tolist()  # the epoch's one sync point
         epoch_time = time.perf_counter() - start
-        state.elapsed += epoch_time
 
-        row = {"epoch": epoch + 1, "train_loss": train_loss, "time": epoch_time}
-        if cfg.train.eval_train:
-            row.update({f"train_{k}": v for k, v in evaluate(ctx.model, data.train, task,
-                                                             cfg.train.eval_batch_size, pad_id).items()})
-        for name in ("val", "test"):
-            split = getattr(data, name)
-            if split is not None:
-                row.update({f"{name}_{k}": v for k, v in evaluate(ctx.model, split, task,
-                                                                  cfg.train.eval_batch_size, pad_id).items()})
-        row["lr"] = ctx.optimizer.param_groups[0]["lr"]
-        row.update({k: plain(v) for k, v in extra.items()})
-        row["epoch_time"] = time.perf_counter() - start  # training + hooks + evaluation
-        state.history.append(row)
-        state.epoch = epoch + 1
-
-        if not math.isfinite(train_loss) or not math.isfinite(row.get(f"test_{metric}", 0.0)):
-            state.status = "diverged"
+        rows = [{"epoch": epoch + 1, "train_loss": train_losses[i], "time": epoch_time} for i in range(len(states))]
+        splits = (["train"] if cfg.train.eval_train else []) + [n for n in ("val", "test")
+                                                                  if getattr(data, n) is not None]
+        for name in splits:
+            for row, stats in zip(rows, members.evaluate(ctx.model, getattr(data, name), task,
+                                                         cfg.train.eval_batch_size, pad_id)):
+                row.update({f"{name}_{k}": v for k, v in stats.items()})
+        for i, row in enumerate(rows):
+            row["lr"] = ctx.optimizer.param_groups[0]["lr"] * (1.0 if ctx.lr_scale is None else ctx.lr_scale[i].item())
+            row.update({k: member_value(v, i, stacked) for k, v in extra.items()})
+            row["epoch_time"] = time.perf_counter() - start  # training + hooks + evaluation
+        for i in running:
+            record_epoch(cfg, states[i], rows[i], epoch_time, metric, direction)
+            if stacked and states[i].status == "diverged":
+                ctx.model.zero_member(i, ctx.optimizer)   # its NaNs stop here; the others carry on
         if scheduler is not None:
             if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                scheduler.step(row.get("val_loss", train_loss))
+                scheduler.step(rows[0].get("val_loss", rows[0]["train_loss"]))
             else:
                 scheduler.step()
-        if f"val_{metric}" in row:  # early stopping on the validation metric
-            value = row[f"val_{metric}"] * (1 if direction == "max" else -1)
-            if state.best_val is None or value > state.best_val:
-                state.best_val, state.epochs_since_best = value, 0
-            else:
-                state.epochs_since_best += 1
-        if cfg.train.patience and state.epochs_since_best >= cfg.train.patience:
-            state.status = "finished"
-        if state.status == "running" and state.epoch == cfg.train.epochs:
-            state.status = "finished"
 
         bar.update(1)
-        bar.set_postfix({k: f"{row[k]:.4g}" for k in ("train_loss", f"val_{metric}", f"test_{metric}")
-                         if k in row})
+        bar.set_postfix({k: f"{rows[running[0]][k]:.4g}" for k in
+                         ("train_loss", f"val_{metric}", f"test_{metric}") if k in rows[running[0]]})
         if on_epoch is not None:
-            on_epoch(state)
-        if state.status != "running":
-            break
+            on_epoch(running)
     bar.close()
-    return state
+    return states
+
+
+def record_epoch(cfg, state: LoopState, row: dict, epoch_time: float, metric: str, direction: str) -> None:
+    """Append the epoch's row; update divergence, early stopping and completion."""
+    state.elapsed += epoch_time
+    state.history.append(row)
+    state.epoch = row["epoch"]
+    if any(not math.isfinite(v) for k, v in row.items() if k.endswith("loss") or k == f"test_{metric}"):
+        state.status = "diverged"
+    if f"val_{metric}" in row:  # early stopping on the validation metric
+        value = row[f"val_{metric}"] * (1 if direction == "max" else -1)
+        if state.best_val is None or value > state.best_val:
+            state.best_val, state.epochs_since_best = value, 0
+        else:
+            state.epochs_since_best += 1
+    if cfg.train.patience and state.epochs_since_best >= cfg.train.patience and state.status == "running":
+        state.status = "finished"
+    if state.status == "running" and state.epoch == cfg.train.epochs:
+        state.status = "finished"

@@ -16,6 +16,11 @@ def ratio_metrics(model: nn.Module, p: float, include_bias: bool) -> dict[str, f
     return out
 
 
+def per_member(value):
+    """A result field as metrics: a float, or a list of floats for a stack (one per member)."""
+    return [float(v) for v in value] if isinstance(value, (list, tuple)) else float(value)
+
+
 class _Balancing(Regime):
     def __init__(self, p: float, include_bias: bool, record_ratios: bool):
         if not p > 0:
@@ -47,8 +52,8 @@ class FullBalanceAtStart(_Balancing):
                                         max_sweeps=self.max_sweeps, include_bias=self.include_bias,
                                         method=self.method)
         self.start_metrics = self._apply(ctx, result)
-        self.start_metrics.update({"balance/sweeps": float(result.sweeps),
-                                   "balance/newton_steps": float(result.newton_steps)})
+        self.start_metrics.update({"balance/sweeps": per_member(result.sweeps),
+                                   "balance/newton_steps": per_member(result.newton_steps)})
         ctx.extra["full_balance_at_start"] = dict(self.start_metrics)
 
     def on_epoch_end(self, ctx: RunContext, epoch: int) -> dict[str, float]:

@@ -28,6 +28,7 @@ class RunContext:
     epoch: int = 0
     step: int = 0
     extra: dict = field(default_factory=dict)
+    lr_scale: torch.Tensor | None = None   # a stack's per-member lr / the optimiser's lr, [S]
 
 
 class Regime:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from experiments.regimes.base import Regime, RunContext
+from models.stacked import member_weight_penalty
 
 
 class Penalty(Regime):
@@ -16,6 +17,8 @@ class Penalty(Regime):
         self.name = f"l{p}"
 
     def penalty(self, ctx: RunContext) -> torch.Tensor:
+        if hasattr(ctx.model, "members"):      # a stack: the sum of its members' penalties
+            return member_weight_penalty(ctx.model, self.p, self.coeff)
         # Parameters are re-read every step: AWNN may replace them when a layer resizes.
         weights = [w for w in ctx.model.parameters() if w.ndim > 1 and w.requires_grad]
         if self.p == 1:
