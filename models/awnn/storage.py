@@ -1,0 +1,122 @@
+"""Storage of adaptive layers: fresh-neuron draws, parameter replacement with optimiser state.
+
+Fresh neurons (Algorithm 1, growth) come from a CPU `torch.Generator` owned by the model, in a
+canonical order shared by unstacked and stacked layers, so that member i of a stack draws exactly
+what the unstacked run of seed i draws: for each weight ℓ = 0..L in turn, the new rows
+[r_keep:r_new, :c_new], then the new columns [:r_keep, c_keep:c_new], then (only when fresh biases
+are random) the new bias entries [r_keep:r_new]. Draws are made on the CPU in the parameter's
+dtype and copied to its device (one small copy per growth).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def peek_seed() -> int:
+    """A seed read from the global CPU generator without advancing it: deterministic in the run
+    seed and the build order, and the model's init draws stay what they were without it."""
+    state = torch.random.get_rng_state()
+    seed = int(torch.randint(0, 2 ** 62, (1,), device="cpu").item())
+    torch.random.set_rng_state(state)
+    return seed
+
+
+def make_generator(seed: int | None = None, state: torch.Tensor | None = None) -> torch.Generator:
+    gen = torch.Generator(device="cpu")
+    if state is not None:
+        gen.set_state(state.detach().cpu())
+    else:
+        gen.manual_seed(peek_seed() if seed is None else seed)
+    return gen
+
+
+def _normal(shape: tuple, std: float, generator: torch.Generator, dtype) -> torch.Tensor:
+    return torch.empty(shape, dtype=dtype, device="cpu").normal_(0.0, std, generator=generator)
+
+
+def draw_weight(old: tuple[int, int], new: tuple[int, int], std: float,
+                generator: torch.Generator, dtype) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Fresh entries of a weight whose active block goes from `old` to `new` (rows, cols):
+    (new rows [r_keep:r_new, :c_new], new columns [:r_keep, c_keep:c_new]), None where empty."""
+    r_keep, c_keep = min(old[0], new[0]), min(old[1], new[1])
+    rows = cols = None
+    if new[0] > r_keep and new[1] > 0:
+        rows = _normal((new[0] - r_keep, new[1]), std, generator, dtype)
+    if new[1] > c_keep and r_keep > 0:
+        cols = _normal((r_keep, new[1] - c_keep), std, generator, dtype)
+    return rows, cols
+
+
+def draw_bias(old: int, new: int, std: float, generator: torch.Generator, dtype) -> torch.Tensor | None:
+    """Fresh bias entries [old:new]: N(0, std²) when std > 0, else None (zeros, no draw)."""
+    if new <= old or std <= 0.0:
+        return None
+    return _normal((new - old,), std, generator, dtype)
+
+
+def fill_block(target: torch.Tensor, old: tuple, new: tuple, rows, cols) -> None:
+    """Write fresh rows/cols (CPU tensors or None) into `target` ([..., R, C] or [..., R]) at the
+    regions `draw_weight` / `draw_bias` describe."""
+    r_keep = min(old[0], new[0])
+    if len(new) == 1:
+        if rows is not None:
+            target[..., r_keep:new[0]].copy_(rows)
+        return
+    c_keep = min(old[1], new[1])
+    if rows is not None:
+        target[..., r_keep:new[0], :new[1]].copy_(rows)
+    if cols is not None:
+        target[..., :r_keep, c_keep:new[1]].copy_(cols)
+
+
+def zero_leaving(target: torch.Tensor, old: tuple, new: tuple) -> None:
+    """Zero the entries of `target` that leave an active block going from `old` to `new`."""
+    r_keep = min(old[0], new[0])
+    if len(old) == 1:
+        if old[0] > r_keep:
+            target[..., r_keep:old[0]].zero_()
+        return
+    c_keep = min(old[1], new[1])
+    if old[0] > r_keep:
+        target[..., r_keep:old[0], :old[1]].zero_()
+    if old[1] > c_keep:
+        target[..., :r_keep, c_keep:old[1]].zero_()
+
+
+def state_tensors(param: torch.Tensor, optimizer) -> list[tuple[dict, str]]:
+    """(state dict, key) of the optimiser's per-entry tensors of `param` (moments, momentum)."""
+    if optimizer is None or param not in optimizer.state:
+        return []
+    state = optimizer.state[param]
+    return [(state, key) for key, t in state.items() if torch.is_tensor(t) and t.shape == param.shape]
+
+
+def swap_parameter(params: nn.ParameterList, index: int, value: torch.Tensor, optimizer,
+                   move_state) -> nn.Parameter:
+    """Replace params[index] by a new Parameter holding `value`, in the optimiser too: its param
+    groups point at the new Parameter and each per-entry state tensor s becomes move_state(s).
+
+    A new Parameter rather than a `.data` swap: autograd caches a leaf's shape in its gradient
+    accumulator, which a graph still alive from the previous step would keep stale.
+    """
+    old = params[index]
+    new = nn.Parameter(value, requires_grad=old.requires_grad)
+    params[index] = new
+    if optimizer is None:
+        return new
+    for group in optimizer.param_groups:
+        group["params"] = [new if p is old else p for p in group["params"]]
+    if old in optimizer.state:
+        state = optimizer.state.pop(old)
+        optimizer.state[new] = {k: move_state(v) if torch.is_tensor(v) and v.shape == old.shape else v
+                                for k, v in state.items()}
+    return new
+
+
+def resized(t: torch.Tensor, shape: tuple) -> torch.Tensor:
+    """Zeros of `shape` (t's device and dtype) holding t's overlapping leading block."""
+    out = t.new_zeros(shape)
+    keep = tuple(slice(0, min(a, b)) for a, b in zip(t.shape, shape))
+    out[keep] = t[keep]
+    return out
