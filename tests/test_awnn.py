@@ -112,7 +112,8 @@ def test_kaiming_plus_std_uses_the_convention(convention):
     m = AdaptiveMLP(3, 2, 2, nu0=0.05, importance=convention)
     nus = m.host_nus()
     f = importance(m.widths[0], torch.tensor(nus[0], dtype=torch.float64), convention)
-    assert m.layer_std(1, m.widths, nus) == pytest.approx(math.sqrt(2.0 / f.pow(2).sum().item()), rel=1e-12)
+    expected = math.sqrt(2.0 / f.pow(2).sum().item())
+    assert m.layer_std(1, m.widths, nus) == pytest.approx(expected, rel=1e-12)
     assert m.layer_std(0, m.widths, nus) == pytest.approx(math.sqrt(2.0 / 3))
 
 

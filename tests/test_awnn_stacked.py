@@ -86,7 +86,8 @@ def train_stacked(epochs: int, regime_kw: dict, model_kw: dict):
             x = torch.stack([b[0][0] for b in batches])
             y = torch.stack([b[1] for b in batches])
             out = stack(x)
-            losses = F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(1)
+            per_sample = F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none")
+            losses = per_sample.view(y.shape).mean(1)
             loss = losses.sum() + regime.penalty(ctx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -204,7 +205,8 @@ def test_zero_member_and_non_finite_nu_keep_widths():
         stack[1].raw_nu[2] += 1.0
     stack.zero_member(1, opt)
     assert all(p[1].abs().max() == 0 for p in stack.parameters())
-    assert all(s[1].abs().max() == 0 for p in stack.parameters() for s in opt.state[p].values() if s.ndim)
+    assert all(s[1].abs().max() == 0
+               for p in stack.parameters() for s in opt.state[p].values() if s.ndim)
     assert update_widths(stack, opt)
     assert stack.widths[0] == widths[0] and stack.widths[1] == widths[1]
     assert stack.widths[2][0] < widths[2][0]

@@ -30,8 +30,8 @@ COMPRESS_KEYS = ("mu", "sigma", "start", "end", "factor")
 
 class AWNNRegime(Regime):
     """sigma_theta: std of the Gaussian prior on weights (a stack may take one per member).
-    nu_prior: None (uninformative) or (mu, sigma). compress (AWNN §5.3, online compression): mapping with mu, sigma, start, end,
-    factor: from epoch `start` a N(mu, sigma) prior on ν is switched on (replacing nu_prior) and
+    nu_prior: None (uninformative) or (mu, sigma). compress (AWNN §5.3, online compression):
+    mapping with mu, sigma, start, end, factor: from epoch `start` a N(mu, sigma) prior on ν is switched on (replacing nu_prior) and
     its σ annealed geometrically to factor·sigma at epoch `end` (paper, SpiralHard: 0.05, 1, 1000,
     2500, 0.1)."""
 
@@ -64,6 +64,7 @@ class AWNNRegime(Regime):
         self.n_train = n_train
         self.n: int | None = n_train
         self._model = self._mods = self._coef = None
+        self._theta, self._theta_key = None, None
 
     def before_training(self, ctx: RunContext) -> None:
         self._modules(ctx.model)
@@ -74,8 +75,15 @@ class AWNNRegime(Regime):
             mods = adaptive_modules(model)
             if not mods:
                 raise ValueError("regime awnn needs a model with adaptive layers, e.g. model=awnn_mlp")
-            self._model, self._mods, self._coef = model, mods, None
+            self._model, self._mods, self._coef, self._theta_key = model, mods, None, None
         return self._mods
+
+    def _theta_parameters(self, model, mods) -> list[torch.Tensor]:
+        """θ (every parameter but ν), re-listed only after a resize replaced Parameters."""
+        key = tuple(m.storage_version for m in mods)
+        if key != self._theta_key:
+            self._theta, self._theta_key = theta_parameters(model, mods), key
+        return self._theta
 
     def _theta_coef(self, mods, like: torch.Tensor) -> float | torch.Tensor:
         """1/(2σθ²N): a float, or a [S] tensor when σθ is given per stacked member."""
@@ -103,7 +111,7 @@ class AWNNRegime(Regime):
         if self.n is None:
             self.n = int(ctx.data.info["n_train"])
         mods = self._modules(ctx.model)
-        theta = theta_parameters(ctx.model, mods)
+        theta = self._theta_parameters(ctx.model, mods)
         penalty = theta_penalty(theta, self._theta_coef(mods, theta[0]))
         prior = self.nu_prior_at(ctx.epoch)
         if prior is not None:

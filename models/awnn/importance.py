@@ -96,17 +96,21 @@ class Importance(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, raw, nu_min: float, authors: bool, positions, masks):
-        nu = F.softplus(raw)
-        if nu_min:
-            nu = nu + nu_min
+        soft = F.softplus(raw)
+        nu = soft + nu_min if nu_min else soft
         neg = -nu
-        q, c = torch.exp(neg), -torch.expm1(neg)            # e^{−ν}, 1 − e^{−ν}
+        c = -torch.expm1(neg)                               # 1 − e^{−ν}
+        # d softplus/d raw = sigmoid(raw) = 1 − e^{−softplus(raw)} (= c when ν_min = 0); above
+        # softplus' threshold (raw > 20, width 2) torch's derivative is 1 and this is 1 − e^{−raw}.
+        dsoft = c if not nu_min else -torch.expm1(-soft)
+        single = raw.shape[-1] == 1                         # one layer: [..., 1] broadcasts as is
         outs, saved = [], []
         for layer, (j, mask) in enumerate(zip(positions, masks)):
-            e = torch.exp(neg[..., layer, None] * j)        # e^{−νj}
+            neg_l = neg if single else neg[..., layer, None]
+            e = torch.exp(neg_l * j)                        # e^{−νj}
             if mask is not None:
                 e = e * mask
-            f = e * c[..., layer, None]
+            f = e * (c if single else c[..., layer, None])
             total = None
             if authors:
                 f = f + AUTHORS_EPS if mask is None else (f + AUTHORS_EPS) * mask
@@ -114,24 +118,23 @@ class Importance(torch.autograd.Function):
                 f = f / total
             outs.append(f)
             saved.append((e, f, total))
-        ctx.save_for_backward(raw)
-        ctx.q, ctx.c, ctx.positions, ctx.saved, ctx.authors = q, c, positions, saved, authors
+        ctx.neg, ctx.c, ctx.dsoft, ctx.single = neg, c, dsoft, single
+        ctx.positions, ctx.saved, ctx.authors = positions, saved, authors
         return tuple(outs)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, *grads):
-        (raw,) = ctx.saved_tensors
         grad_nu = []
+        q = torch.exp(ctx.neg)                              # e^{−ν}
         for layer, (grad, j, (e, f, total)) in enumerate(zip(grads, ctx.positions, ctx.saved)):
-            q, c = ctx.q[..., layer, None], ctx.c[..., layer, None]
-            df = e * (q - j * c)                            # d f_j/dν (0 where masked)
+            q_l, c_l = (q, ctx.c) if ctx.single else (q[..., layer, None], ctx.c[..., layer, None])
+            df = e * (q_l - j * c_l)                        # d f_j/dν = e^{−νj}(e^{−ν} − j(1 − e^{−ν}))
             if ctx.authors:                                 # d/dν of f / Σ f (AWNN code)
-                g = ((grad * df).sum(-1) - (grad * f).sum(-1) * df.sum(-1)) / total.squeeze(-1)
+                g = ((grad * df).sum(-1, keepdim=True)
+                     - (grad * f).sum(-1, keepdim=True) * df.sum(-1, keepdim=True)) / total
             else:
-                g = (grad * df).sum(-1)
+                g = (grad * df).sum(-1, keepdim=True)
             grad_nu.append(g)
-        grad_nu = torch.stack(grad_nu, -1)
-        # softplus' derivative, as torch computes it (identity above the threshold)
-        dsoftplus = torch.sigmoid(raw).masked_fill(raw > SOFTPLUS_THRESHOLD, 1.0)
-        return grad_nu * dsoftplus, None, None, None, None
+        grad_nu = grad_nu[0] if ctx.single else torch.cat(grad_nu, -1)
+        return grad_nu * ctx.dsoft, None, None, None, None

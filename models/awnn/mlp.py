@@ -32,8 +32,8 @@ from torch import nn
 from models.activations import ACTIVATIONS, make_activation
 from models.awnn.importance import (Importance, check_convention, inverse_softplus, softplus_host,
                                     sum_sq_importance, target_width, width_for)
-from models.awnn.storage import (draw_bias, draw_weight, fill_block, make_generator, resized,
-                                 swap_parameter)
+from models.awnn.storage import (draw_bias, draw_weight, make_generator, move_optimizer_state,
+                                 resized_with, swap_parameter)
 
 INITS = ("kaiming_plus", "kaiming")
 GROW_INITS = ("layer", "normal")
@@ -85,9 +85,11 @@ class AdaptiveMLP(nn.Module):
         self.bias = nn.ParameterList(
             nn.Parameter(torch.zeros(b)) for b in sizes[1:-1] + ([out_features] if out_bias else []))
         self.has_out_bias = out_bias
+        self._keys = [str(i) for i in range(num_hidden + 1)]   # ParameterList keys (forward pass)
         self.register_buffer("_positions", torch.arange(width0, dtype=self.raw_nu.dtype),
                              persistent=False)
         self.generator = make_generator()   # growth draws; seeded before the init draws below
+        self.storage_version = 0            # +1 whenever a resize replaces Parameter objects
         self.reset_parameters()
 
     # --- widths and importances -------------------------------------------------------------
@@ -131,16 +133,17 @@ class AdaptiveMLP(nn.Module):
     # --- forward ----------------------------------------------------------------------------
     def _run(self, x: torch.Tensor, collect: list | None) -> torch.Tensor:
         fs = self.importances()
+        weights, biases = self.weight._parameters, self.bias._parameters   # plain dict lookups
         h = x
         for i in range(self.num_hidden):
             # AWNN eq. 14, h_{ℓ−1} ⊙ f(·; ν_{ℓ−1}) folded into the columns of W_ℓ: one [out, D]
             # product instead of one [batch, D] product
-            w = self.weight[i] if i == 0 else self.weight[i] * fs[i - 1]
-            h = self.activation(F.linear(h, w, self.bias[i]))
+            w = weights[self._keys[i]] if i == 0 else weights[self._keys[i]] * fs[i - 1]
+            h = self.activation(F.linear(h, w, biases[self._keys[i]]))
             if collect is not None:
                 collect.append(h)
-        out_bias = self.bias[self.num_hidden] if self.has_out_bias else None
-        return F.linear(h, self.weight[self.num_hidden] * fs[-1], out_bias)
+        out_bias = biases[self._keys[self.num_hidden]] if self.has_out_bias else None
+        return F.linear(h, weights[self._keys[self.num_hidden]] * fs[-1], out_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x, None)
@@ -180,18 +183,22 @@ class AdaptiveMLP(nn.Module):
         nus = self.host_nus() if nus is None else nus
         old = [self.in_features, *self._widths, self.out_features]
         new = [self.in_features, *new_widths, self.out_features]
+        moves = []
         for layer in range(self.num_hidden + 1):
             old_shape, new_shape = (old[layer + 1], old[layer]), (new[layer + 1], new[layer])
             if old_shape == new_shape:
                 continue
-            std, bias_std = grow_stds(self, layer, new_widths, nus)
+            grows = new_shape[0] > old_shape[0] or new_shape[1] > old_shape[1]
+            std, bias_std = grow_stds(self, layer, new_widths, nus) if grows else (0.0, 0.0)
             rows, cols = draw_weight(old_shape, new_shape, std, self.generator, self.weight[layer].dtype)
-            _replace(self.weight, layer, old_shape, new_shape, rows, cols, optimizer)
+            moves.append(_replace(self.weight, layer, old_shape, new_shape, rows, cols))
             if layer < self.num_hidden:
                 fresh = draw_bias(old_shape[0], new_shape[0], bias_std, self.generator,
                                   self.bias[layer].dtype)
-                _replace(self.bias, layer, old_shape[:1], new_shape[:1], fresh, None, optimizer)
+                moves.append(_replace(self.bias, layer, old_shape[:1], new_shape[:1], fresh, None))
+        move_optimizer_state(optimizer, moves)
         self._widths = new_widths
+        self.storage_version += 1
         self._ensure_positions(max(new_widths))
 
     def _ensure_positions(self, n: int) -> None:
@@ -245,12 +252,11 @@ def grow_stds(m, layer: int, widths: list[int], nus: list[float]) -> tuple[float
     return layer_std(layer, m.in_features, widths, nus, m.gain, m.init, m.importance), 0.0
 
 
-def _replace(params: nn.ParameterList, index: int, old: tuple, new: tuple, rows, cols,
-             optimizer) -> None:
-    """params[index]: active block old -> new, fresh rows/cols filled in, optimiser state moved."""
-    value = resized(params[index].detach(), new)
-    fill_block(value, old, new, *(None if t is None else t.to(value.device) for t in (rows, cols)))
-    swap_parameter(params, index, value, optimizer, lambda s: resized(s, new))
+def _replace(params: nn.ParameterList, index: int, old: tuple, new: tuple, rows, cols) -> tuple:
+    """params[index]: active block old -> new with fresh rows/cols; returns the optimiser move."""
+    value = resized_with(params[index].detach(), old, new, rows, cols)
+    before, after = swap_parameter(params, index, value)
+    return before, after, lambda s: resized_with(s, old, new)
 
 
 def _trim_legacy(state_dict: dict, prefix: str, widths: list[int], m: AdaptiveMLP) -> None:

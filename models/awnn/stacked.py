@@ -24,8 +24,9 @@ from torch import nn
 
 from models.awnn.importance import Importance, softplus_host, target_width
 from models.awnn.mlp import AdaptiveMLP, grow_stds
-from models.awnn.storage import (draw_bias, draw_weight, fill_block, make_generator, resized,
-                                 state_tensors, swap_parameter, zero_leaving)
+from models.awnn.storage import (draw_bias, draw_weight, fill_block, make_generator,
+                                 move_optimizer_state, resized, state_tensors, swap_parameter,
+                                 zero_leaving)
 
 SHARED_SETTINGS = ("in_features", "out_features", "num_hidden", "k", "max_width", "init",
                    "grow_init", "importance", "activation_name", "has_out_bias", "nu_min")
@@ -50,6 +51,7 @@ class StackedAdaptiveMLP(nn.Module):
         for s in SHARED_SETTINGS:
             setattr(self, s, getattr(first, s))
         self.members = len(members)
+        self._keys = list(first._keys)
         self.activation = copy.deepcopy(first.activation)
         self.gain = first.gain
         self._widths = [m.widths for m in members]
@@ -57,13 +59,15 @@ class StackedAdaptiveMLP(nn.Module):
         sizes = [self.in_features, *caps, self.out_features]
         self.raw_nu = nn.Parameter(torch.stack([m.raw_nu.detach() for m in members]).clone())
         self.weight = nn.ParameterList(
-            nn.Parameter(_stack_padded([m.weight[i].detach() for m in members], (sizes[i + 1], sizes[i])))
+            nn.Parameter(_stack_padded([m.weight[i].detach() for m in members],
+                                       (sizes[i + 1], sizes[i])))
             for i in range(self.num_hidden + 1))
         self.bias = nn.ParameterList(
             nn.Parameter(_stack_padded([m.bias[i].detach() for m in members], (sizes[i + 1],)))
             for i in range(len(first.bias)))
         self.generators = [make_generator(state=m.generator.get_state()) for m in members]
         self._frozen: set[int] = set()
+        self.storage_version = 0            # +1 whenever capacity growth replaces Parameters
         device, dtype = self.raw_nu.device, self.raw_nu.dtype
         self.register_buffer("_positions", torch.arange(max(caps), dtype=dtype, device=device),
                              persistent=False)
@@ -100,12 +104,15 @@ class StackedAdaptiveMLP(nn.Module):
     # --- forward ----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fs = self.importances()
+        weights, biases = self.weight._parameters, self.bias._parameters   # plain dict lookups
         h = x
         for i in range(self.num_hidden):
-            w = self.weight[i] if i == 0 else self.weight[i] * fs[i - 1].unsqueeze(1)  # eq. 14
-            h = self.activation(_batched_linear(h, w, self.bias[i]))
-        out_bias = self.bias[self.num_hidden] if self.has_out_bias else None
-        return _batched_linear(h, self.weight[self.num_hidden] * fs[-1].unsqueeze(1), out_bias)
+            w = weights[self._keys[i]]
+            if i:
+                w = w * fs[i - 1].unsqueeze(1)              # AWNN eq. 14, folded as unstacked
+            h = self.activation(_batched_linear(h, w, biases[self._keys[i]]))
+        out_bias = biases[self._keys[self.num_hidden]] if self.has_out_bias else None
+        return _batched_linear(h, weights[self._keys[self.num_hidden]] * fs[-1].unsqueeze(1), out_bias)
 
     # --- widths (Algorithm 1, per member) ---------------------------------------------------
     def host_nus(self, raw: list[list[float]] | None = None) -> list[list[float]]:
@@ -165,6 +172,7 @@ class StackedAdaptiveMLP(nn.Module):
     def _grow_capacity(self, layer: int, cap: int, optimizer, keep_identity: bool = False) -> None:
         """Capacity of hidden layer `layer` -> cap, for every member (zero padding)."""
         S = self.members
+        self.storage_version += 1
         _reallocate(self.weight, layer, (S, cap, self.weight[layer].shape[2]), optimizer, keep_identity)
         _reallocate(self.bias, layer, (S, cap), optimizer, keep_identity)
         _reallocate(self.weight, layer + 1, (S, self.weight[layer + 1].shape[1], cap), optimizer,
@@ -265,7 +273,8 @@ class StackedAdaptiveMLP(nn.Module):
         return {"state": state, "param_groups": groups}
 
     @torch.no_grad()
-    def load_member_optimizer_state(self, optimizer: torch.optim.Optimizer, i: int, state_dict: dict) -> None:
+    def load_member_optimizer_state(self, optimizer: torch.optim.Optimizer, i: int,
+                                    state_dict: dict) -> None:
         """Load member i's unstacked optimiser `state_dict()` (after `load_member_state_dict`)."""
         self._check_member(i)
         blocks = self._param_blocks(i)
@@ -338,7 +347,8 @@ def _reallocate(params: nn.ParameterList, index: int, shape: tuple, optimizer,
         for state, key in state_tensors(old, optimizer) if optimizer is not None else []:
             state[key] = resized(state[key], shape)
         return
-    swap_parameter(params, index, resized(old.detach(), shape), optimizer, lambda s: resized(s, shape))
+    old, new = swap_parameter(params, index, resized(old.detach(), shape))
+    move_optimizer_state(optimizer, [(old, new, lambda s: resized(s, shape))])
 
 
 class MemberFlatten(nn.Module):
@@ -407,7 +417,8 @@ class StackedAdaptiveClassifier(nn.Sequential):
     def member_optimizer_state(self, optimizer: torch.optim.Optimizer, i: int) -> dict:
         return self[1].member_optimizer_state(optimizer, i)
 
-    def load_member_optimizer_state(self, optimizer: torch.optim.Optimizer, i: int, state_dict: dict) -> None:
+    def load_member_optimizer_state(self, optimizer: torch.optim.Optimizer, i: int,
+                                    state_dict: dict) -> None:
         self[1].load_member_optimizer_state(optimizer, i, state_dict)
 
 

@@ -92,10 +92,8 @@ def state_tensors(param: torch.Tensor, optimizer) -> list[tuple[dict, str]]:
     return [(state, key) for key, t in state.items() if torch.is_tensor(t) and t.shape == param.shape]
 
 
-def swap_parameter(params: nn.ParameterList, index: int, value: torch.Tensor, optimizer,
-                   move_state) -> nn.Parameter:
-    """Replace params[index] by a new Parameter holding `value`, in the optimiser too: its param
-    groups point at the new Parameter and each per-entry state tensor s becomes move_state(s).
+def swap_parameter(params: nn.ParameterList, index: int, value: torch.Tensor) -> tuple:
+    """Replace params[index] by a new Parameter holding `value`; returns (old, new).
 
     A new Parameter rather than a `.data` swap: autograd caches a leaf's shape in its gradient
     accumulator, which a graph still alive from the previous step would keep stale.
@@ -103,15 +101,42 @@ def swap_parameter(params: nn.ParameterList, index: int, value: torch.Tensor, op
     old = params[index]
     new = nn.Parameter(value, requires_grad=old.requires_grad)
     params[index] = new
-    if optimizer is None:
-        return new
+    return old, new
+
+
+def move_optimizer_state(optimizer, moves: list[tuple]) -> None:
+    """For each (old, new, move_state): the optimiser's param groups point at `new` and each
+    per-entry state tensor s of `old` becomes move_state(s) (one pass over the groups)."""
+    if optimizer is None or not moves:
+        return
+    news = {old: new for old, new, _ in moves}
     for group in optimizer.param_groups:
-        group["params"] = [new if p is old else p for p in group["params"]]
-    if old in optimizer.state:
-        state = optimizer.state.pop(old)
-        optimizer.state[new] = {k: move_state(v) if torch.is_tensor(v) and v.shape == old.shape else v
-                                for k, v in state.items()}
-    return new
+        params = group["params"]
+        if any(p in news for p in params):
+            group["params"] = [news.get(p, p) for p in params]
+    for old, new, move_state in moves:
+        state = optimizer.state.pop(old, None)
+        if state is not None:
+            optimizer.state[new] = {k: move_state(v) if torch.is_tensor(v) and v.shape == old.shape
+                                    else v for k, v in state.items()}
+
+
+def resized_with(t: torch.Tensor, old: tuple, new: tuple, rows=None, cols=None) -> torch.Tensor:
+    """t ([R, C] or [R], active block `old`) at shape `new`: the kept block, then the fresh rows
+    / columns (on t's device; zeros where None), as `draw_weight` / `draw_bias` lay them out."""
+    if len(new) == 1 or new[1] == old[1]:              # rows change only
+        if new[0] <= old[0]:
+            return t[:new[0]].clone()
+        extra = rows.to(t.device) if rows is not None else t.new_zeros((new[0] - old[0], *t.shape[1:]))
+        return torch.cat([t, extra])
+    if new[0] == old[0]:                               # columns change only
+        if new[1] <= old[1]:
+            return t[:, :new[1]].clone()
+        extra = cols.to(t.device) if cols is not None else t.new_zeros((new[0], new[1] - old[1]))
+        return torch.cat([t, extra], 1)
+    out = resized(t, new)
+    fill_block(out, old, new, *(None if x is None else x.to(t.device) for x in (rows, cols)))
+    return out
 
 
 def resized(t: torch.Tensor, shape: tuple) -> torch.Tensor:

@@ -83,10 +83,10 @@ class _SquaredNorm(torch.autograd.Function):
     def forward(ctx, coef, *params):
         ctx.coef, ctx.params = coef, params
         if torch.is_tensor(coef):
-            per_member = sum(p.reshape(len(p), -1).pow(2).sum(1) for p in params)
-            return (per_member * coef).sum()
-        norms = torch._foreach_norm(params)
-        return torch.stack(norms).square().sum() * coef
+            flat = torch.cat([p.reshape(len(p), -1) for p in params], 1)       # [S, n]
+            return torch.linalg.vecdot(flat, flat) @ coef
+        norms = torch.stack(torch._foreach_norm(params))
+        return torch.dot(norms, norms) * coef
 
     @staticmethod
     @torch.autograd.function.once_differentiable
