@@ -3,9 +3,11 @@ stack of AWNN members against the same members run one after another.
 
 Run: python bench/bench_awnn_step.py [--steps N] [--device cpu|cuda] [--clock wall|cpu] [--quick]
 Cases: the Spiral-sized MLP (2 inputs, batch 128, width 232, Adam) and the ResNet20 head
-(64-dim feature batch, width 117, SGD momentum), each with the widths free to change every step
-("free") and with a width change forced on every step ("every"); then the full ResNet20 on
-CIFAR-shaped inputs. An AWNN step is the training loop's step with the AWNN regime: CE + the ELBO
+(64-dim feature batch, width 117, SGD momentum), each with widths that never change ("steady": ν in
+its own param group at lr 0, so every step still runs the importance, the prior, ν's optimiser
+update and the width check), widths free to change ("free": random labels keep ν drifting, so the
+width moves on most steps, more often than in real training) and a width change forced on every
+step ("every"); then the full ResNet20 on CIFAR-shaped inputs. An AWNN step is the training loop's step with the AWNN regime: CE + the ELBO
 prior penalty, backward, optimiser step, Algorithm 1's width update. Fixed steps are plain CE
 ("fixed") or CE + the same Gaussian prior on the weights ("+prior", i.e. L2: isolates the cost of
 the adaptive layer itself). Times are medians over repeats of interleaved blocks; `--clock cpu`
@@ -36,9 +38,21 @@ from models.awnn import AdaptiveMLP, adaptive_modules, stack_adaptive, theta_pen
 from models.resnet import ResNet20  # noqa: E402
 
 
+MODES = ("steady", "free", "every")
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def awnn_optimizer(model: nn.Module, make, mode: str):
+    """The optimiser `make(params)`; in mode "steady" ν sits in its own group at lr 0."""
+    if mode != "steady":
+        return make(model.parameters())
+    nus = {id(m.raw_nu) for m in adaptive_modules(model)}
+    return make([{"params": [p for p in model.parameters() if id(p) not in nus]},
+                 {"params": [p for p in model.parameters() if id(p) in nus], "lr": 0.0}])
 
 
 def awnn_step(model: nn.Module, optimizer, x, y, force_resize: bool, stacked: bool = False):
@@ -115,7 +129,7 @@ def time_cases(builders: dict, steps: int, repeats: int, device, clock: str) -> 
     return out
 
 
-def mlp_case(device, force_resize: bool):
+def mlp_case(device, mode: str):
     x = torch.randn(128, 2, device=device)
     y = torch.randint(0, 2, (128,), device=device)
 
@@ -127,31 +141,33 @@ def mlp_case(device, force_resize: bool):
 
     def awnn():
         model = AdaptiveMLP(2, 2, 1, nu0=0.01).to(device)
-        return awnn_step(model, adam(model), x, y, force_resize)
+        opt = awnn_optimizer(model, lambda p: torch.optim.Adam(p, lr=0.01), mode)
+        return awnn_step(model, opt, x, y, mode == "every")
 
     return {"fixed": lambda: fixed_step(m := net(), adam(m), x, y, False),
             "fixed+prior": lambda: fixed_step(m := net(), adam(m), x, y, True), "awnn": awnn}
 
 
-def head_case(device, force_resize: bool):
+def head_case(device, mode: str):
     x = torch.randn(128, 64, device=device)
     y = torch.randint(0, 10, (128,), device=device)
 
     def net():
         return nn.Sequential(nn.Linear(64, 117), nn.LeakyReLU(), nn.Linear(117, 10)).to(device)
 
-    def sgd(model):
-        return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    def sgd(params):
+        return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4)
 
     def awnn():
         model = AdaptiveMLP(64, 10, 1, nu0=0.02, activation="leaky_relu").to(device)
-        return awnn_step(model, sgd(model), x, y, force_resize)
+        return awnn_step(model, awnn_optimizer(model, sgd, mode), x, y, mode == "every")
 
-    return {"fixed": lambda: fixed_step(m := net(), sgd(m), x, y, False),
-            "fixed+prior": lambda: fixed_step(m := net(), sgd(m), x, y, True), "awnn": awnn}
+    return {"fixed": lambda: fixed_step(m := net(), sgd(m.parameters()), x, y, False),
+            "fixed+prior": lambda: fixed_step(m := net(), sgd(m.parameters()), x, y, True),
+            "awnn": awnn}
 
 
-def resnet_case(device, batch: int, force_resize: bool):
+def resnet_case(device, batch: int, mode: str):
     x = torch.randn(batch, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
 
@@ -163,7 +179,9 @@ def resnet_case(device, batch: int, force_resize: bool):
 
     def awnn():
         model = ResNet20(3, 10, head="adaptive").to(device)
-        return awnn_step(model, sgd(model), x, y, force_resize)
+        opt = awnn_optimizer(model, lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9,
+                                                              weight_decay=1e-4), mode)
+        return awnn_step(model, opt, x, y, mode == "every")
 
     return {"fixed": lambda: fixed_step(m := net(), sgd(m), x, y, False),
             "fixed+prior": lambda: fixed_step(m := net(), sgd(m), x, y, True), "awnn": awnn}
@@ -233,19 +251,18 @@ def main() -> None:
     cases = []
     for label, case in (("MLP 2-232-2, batch 128, Adam", mlp_case),
                         ("ResNet20 head 64-117-10, batch 128, SGD", head_case)):
-        for force in (False, True):
-            cases.append((label, force, case(device, force), args.steps, args.repeats))
+        for mode in MODES:
+            cases.append((label, mode, case(device, mode), args.steps, args.repeats))
     if not args.skip_resnet:
-        for force in (False, True):
+        for mode in MODES:
             label = f"ResNet20 full, batch {args.resnet_batch}, SGD"
-            cases.append((label, force, resnet_case(device, args.resnet_batch, force),
+            cases.append((label, mode, resnet_case(device, args.resnet_batch, mode),
                           args.resnet_steps, 3))
     print(f"{'case':42s} {'widths':>7s} {'fixed ms':>9s} {'+prior ms':>9s} {'awnn ms':>9s} "
           f"{'awnn/fixed':>10s} {'awnn/+prior':>11s} {'changes':>9s}")
     ratios = []
-    for label, force, builders, steps, repeats in cases:
+    for label, resize, builders, steps, repeats in cases:
         r = time_cases(builders, steps, repeats, device, args.clock)
-        resize = "every" if force else "free"
         print(f"{label:42s} {resize:>7s} {1e3 * r['fixed']:9.3f} {1e3 * r['fixed+prior']:9.3f} "
               f"{1e3 * r['awnn']:9.3f} {r['awnn'] / r['fixed']:10.2f} "
               f"{r['awnn'] / r['fixed+prior']:11.2f} {r['changes']:>4d}/{r['steps']}")

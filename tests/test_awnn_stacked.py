@@ -113,7 +113,7 @@ def _assert_inactive_zero(m: StackedAdaptiveMLP, opt):
                 outside[blocks[name][1:]] = 0
                 assert outside.abs().max() == 0, name
         for f, w in zip(m.importances(), m.widths[i]):
-            assert f[i, w:].abs().max() == 0 and f[i, :w].min() > 0
+            assert (f[i, w:] == 0).all() and (f[i, :w] > 0).all()
 
 
 @pytest.mark.parametrize("model_kw, regime_kw", [
@@ -233,3 +233,29 @@ def test_refuses_members_that_differ():
     with pytest.raises(TypeError, match="not nn.Sequential"):
         stack_adaptive([nn.Sequential(nn.Flatten(), AdaptiveMLP(2, 3)), nn.Linear(2, 3)])
     assert math.isfinite(stack_adaptive([classifier(0)])(torch.randn(4, 1, 2)).sum().item())
+
+
+def test_capacity_follows_the_widest_member():
+    """Capacity grows with headroom when a member outgrows it and shrinks when every member has
+    fallen to half of it; neither changes another member's function or optimiser state."""
+    stack = stack_adaptive([classifier(s) for s in SEEDS])
+    opt = torch.optim.Adam(stack.parameters(), lr=0.05)
+    x = torch.randn(3, 8, 1, 2)
+    stack(x).sum().backward()
+    opt.step()
+    mlp = stack[1]
+    mlp.resize_members({0: [100]}, opt)
+    assert mlp.capacities == [125]
+    mlp.resize_members({0: [20], 1: [25], 2: [12]}, opt)
+    assert mlp.capacities == [32]                      # 1.25 x 25, rounded up
+    before, state = stack(x)[1], stack.member_optimizer_state(opt, 1)
+    mlp.resize_members({0: [40]}, opt)
+    assert mlp.capacities == [50]
+    mlp.resize_members({0: [10]}, opt)
+    assert mlp.capacities == [32]
+    torch.testing.assert_close(stack(x)[1], before, rtol=1e-12, atol=1e-14)
+    after = stack.member_optimizer_state(opt, 1)
+    for k, entries in state["state"].items():
+        for key, value in entries.items():
+            assert torch.equal(after["state"][k][key], value)
+    _assert_inactive_zero(mlp, opt)

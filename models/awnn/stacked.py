@@ -25,8 +25,7 @@ from torch import nn
 from models.awnn.importance import Importance, softplus_host, target_width
 from models.awnn.mlp import AdaptiveMLP, grow_stds
 from models.awnn.storage import (draw_bias, draw_weight, fill_block, make_generator,
-                                 move_optimizer_state, resized, state_tensors, swap_parameter,
-                                 zero_leaving)
+                                 move_optimizer_state, resized, state_tensors, swap_parameter)
 
 SHARED_SETTINGS = ("in_features", "out_features", "num_hidden", "k", "max_width", "init",
                    "grow_init", "importance", "activation_name", "has_out_bias", "nu_min")
@@ -125,52 +124,98 @@ class StackedAdaptiveMLP(nn.Module):
         """Each member's widths from its own ν (a member with a non-finite ν, or zeroed after it
         diverged, keeps its widths); capacity grows for all when any member needs it."""
         nus = self.host_nus(raw)
-        targets = [list(w) if i in self._frozen else
-                   [target_width(nu, self.k, self.max_width, d) for nu, d in zip(nus[i], w)]
-                   for i, w in enumerate(self._widths)]
-        changed = [i for i in range(self.members) if targets[i] != self._widths[i]]
-        for i in changed:
-            self.resize_member(i, targets[i], optimizer, nus[i])
-        return bool(changed)
+        targets = {}
+        for i, widths in enumerate(self._widths):
+            if i in self._frozen:
+                continue
+            target = [target_width(nu, self.k, self.max_width, d) for nu, d in zip(nus[i], widths)]
+            if target != widths:
+                targets[i] = target
+        self.resize_members(targets, optimizer, nus)
+        return bool(targets)
 
     @torch.no_grad()
-    def resize_member(self, i: int, new_widths: list[int], optimizer=None,
-                      nus: list[float] | None = None) -> None:
-        """Member i's hidden widths -> new_widths, drawing fresh neurons from its generator in
-        the unstacked order; leaving entries and their optimiser state are zeroed."""
-        self._check_member(i)
-        if len(new_widths) != self.num_hidden or any(int(w) < 1 for w in new_widths):
-            raise ValueError(f"member {i}: widths {list(new_widths)} must be {self.num_hidden} "
-                             f"integers >= 1")
-        new_widths = [int(w) for w in new_widths]
-        for layer, (w, cap) in enumerate(zip(new_widths, self.capacities)):
-            if w > cap:
-                self._grow_capacity(layer, max(2 * cap, w), optimizer)
-        nus = self.host_nus()[i] if nus is None else nus
-        old = [self.in_features, *self._widths[i], self.out_features]
+    def resize_member(self, i: int, new_widths: list[int], optimizer=None) -> None:
+        """Member i's hidden widths -> new_widths (see `resize_members`)."""
+        self.resize_members({i: new_widths}, optimizer)
+
+    @torch.no_grad()
+    def resize_members(self, targets: dict[int, list[int]], optimizer=None,
+                       nus: list[list[float]] | None = None) -> None:
+        """Members' hidden widths -> targets[i]. Leaving entries and their optimiser state are
+        zeroed for all members at once (masked fills); each growing member then draws its fresh
+        neurons from its own generator in the unstacked order."""
+        targets = {i: [int(w) for w in widths] for i, widths in targets.items()
+                   if [int(w) for w in widths] != self._widths[i]}
+        if not targets:
+            return
+        for i, widths in targets.items():
+            self._check_member(i)
+            if len(widths) != self.num_hidden or any(w < 1 for w in widths):
+                raise ValueError(f"member {i}: widths {widths} must be {self.num_hidden} "
+                                 f"integers >= 1")
+        for layer, cap in enumerate(self.capacities):
+            need = max(widths[layer] for widths in targets.values())
+            if need > cap:
+                self._set_capacity(layer, capacity_for(need), optimizer)
+        nus = self.host_nus() if nus is None else nus
+        old = {i: self._widths[i] for i in targets}
+        for i, widths in targets.items():
+            self._widths[i] = widths
+        self._rebuild_masks()
+        shrunk = [any(widths[layer] < old[i][layer] for i, widths in targets.items())
+                  for layer in range(self.num_hidden)]
+        self._zero_inactive(shrunk, optimizer)
+        for i, widths in targets.items():
+            self._draw_member(i, old[i], widths, nus[i])
+        for layer, cap in enumerate(self.capacities):          # every member far below: shrink
+            need = max(widths[layer] for widths in self._widths)
+            if need <= cap // 2 and capacity_for(need) < cap:
+                self._set_capacity(layer, capacity_for(need), optimizer)
+
+    def _rebuild_masks(self) -> None:
+        """Masks from the widths: 1 for j < D_iℓ, else 0 (one host-to-device copy)."""
+        masks = self.masks()
+        widths = torch.tensor(self._widths, dtype=masks[0].dtype, device=masks[0].device)
+        for layer, mask in enumerate(masks):
+            torch.lt(self._positions[:mask.shape[1]], widths[:, layer, None], out=mask)
+
+    def _zero_inactive(self, shrunk: list[bool], optimizer) -> None:
+        """Zero every entry outside its member's active block (parameters and per-entry optimiser
+        state) of the tensors that a shrinking hidden layer touches."""
+        drops = [mask == 0 for mask in self.masks()]           # [S, C_ℓ] bool
+        for layer, done in enumerate(shrunk):
+            if not done:
+                continue
+            drop = drops[layer]
+            for param, where in ((self.weight[layer], drop.unsqueeze(2)), (self.bias[layer], drop),
+                                 (self.weight[layer + 1], drop.unsqueeze(1))):
+                param.data.masked_fill_(where, 0.0)
+                for state, key in state_tensors(param, optimizer):
+                    state[key].masked_fill_(where, 0.0)
+
+    def _draw_member(self, i: int, old_widths: list[int], new_widths: list[int],
+                     nus: list[float]) -> None:
+        """Fresh entries of member i (its generator, the unstacked order); their optimiser state
+        is already zero (inactive until now)."""
+        old = [self.in_features, *old_widths, self.out_features]
         new = [self.in_features, *new_widths, self.out_features]
         gen = self.generators[i]
         for layer in range(self.num_hidden + 1):
             old_shape, new_shape = (old[layer + 1], old[layer]), (new[layer + 1], new[layer])
-            if old_shape == new_shape:
-                continue
+            if new_shape[0] <= old_shape[0] and new_shape[1] <= old_shape[1]:
+                continue                                        # nothing enters
             std, bias_std = grow_stds(self, layer, new_widths, nus)
             weight = self.weight[layer]
             rows, cols = draw_weight(old_shape, new_shape, std, gen, weight.dtype)
-            _refill_member(weight, i, old_shape, new_shape, rows, cols, optimizer)
+            _fill(weight.data[i], old_shape, new_shape, rows, cols)
             if layer < self.num_hidden:
-                bias = self.bias[layer]
-                fresh = draw_bias(old_shape[0], new_shape[0], bias_std, gen, bias.dtype)
-                _refill_member(bias, i, old_shape[:1], new_shape[:1], fresh, None, optimizer)
-        for layer, (d_old, d_new) in enumerate(zip(self._widths[i], new_widths)):
-            if d_new != d_old:
-                mask = self.masks()[layer]
-                mask[i, :d_new].fill_(1.0)
-                mask[i, d_new:d_old].zero_()
-        self._widths[i] = new_widths
+                fresh = draw_bias(old_shape[0], new_shape[0], bias_std, gen, weight.dtype)
+                _fill(self.bias[layer].data[i], old_shape[:1], new_shape[:1], fresh, None)
 
-    def _grow_capacity(self, layer: int, cap: int, optimizer, keep_identity: bool = False) -> None:
-        """Capacity of hidden layer `layer` -> cap, for every member (zero padding)."""
+    def _set_capacity(self, layer: int, cap: int, optimizer, keep_identity: bool = False) -> None:
+        """Capacity of hidden layer `layer` -> cap, for every member (zero padding, or cutting
+        entries that are inactive for every member)."""
         S = self.members
         self.storage_version += 1
         _reallocate(self.weight, layer, (S, cap, self.weight[layer].shape[2]), optimizer, keep_identity)
@@ -179,8 +224,8 @@ class StackedAdaptiveMLP(nn.Module):
                     keep_identity)
         name = f"_mask{layer}"
         setattr(self, name, resized(getattr(self, name), (S, cap)))
-        if len(self._positions) < cap:
-            self._positions = torch.arange(cap, dtype=self._positions.dtype,
+        if len(self._positions) != max(self.capacities):
+            self._positions = torch.arange(max(self.capacities), dtype=self._positions.dtype,
                                            device=self._positions.device)
 
     # --- per-member state (docs/STACKING.md) ------------------------------------------------
@@ -221,7 +266,7 @@ class StackedAdaptiveMLP(nn.Module):
         widths = [int(state[f"{prefix}weight.{layer}"].shape[0]) for layer in range(self.num_hidden)]
         for layer, (w, cap) in enumerate(zip(widths, self.capacities)):
             if w > cap:
-                self._grow_capacity(layer, max(2 * cap, w), None, keep_identity=True)
+                self._set_capacity(layer, capacity_for(w), None, keep_identity=True)
         self._widths[i] = widths
         for layer, mask in enumerate(self.masks()):
             mask[i].zero_()
@@ -309,6 +354,13 @@ class StackedAdaptiveMLP(nn.Module):
                 f"importance={self.importance}")
 
 
+def capacity_for(width: int) -> int:
+    """Shared capacity for a largest member width: 25% headroom, so that growth reallocates
+    rarely and the batched GEMMs carry at most ~2x the widest member (capacity shrinks when every
+    member falls to half of it)."""
+    return max(width + 1, math.ceil(1.25 * width))
+
+
 def _batched_linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
     """Member i: h[i] @ w[i]^T + b[i]. h [S, B, in] or a shared batch [B, in] (also an [S, B, in]
     expanded from one batch): then one GEMM against all members' rows side by side."""
@@ -326,14 +378,8 @@ def _stack_padded(tensors: list[torch.Tensor], shape: tuple) -> torch.Tensor:
     return torch.stack([resized(t, shape) for t in tensors])
 
 
-def _refill_member(param: nn.Parameter, i: int, old: tuple, new: tuple, rows, cols, optimizer) -> None:
-    """Member i's active block of `param` old -> new: leaving entries (and their optimiser state)
-    zeroed, fresh entries written. Entering entries' state is already zero (inactive)."""
-    zero_leaving(param.data[i], old, new)
-    for state, key in state_tensors(param, optimizer):
-        zero_leaving(state[key][i], old, new)
-    device = param.device
-    fill_block(param.data[i], old, new, *(None if t is None else t.to(device) for t in (rows, cols)))
+def _fill(target: torch.Tensor, old: tuple, new: tuple, rows, cols) -> None:
+    fill_block(target, old, new, *(None if t is None else t.to(target.device) for t in (rows, cols)))
 
 
 def _reallocate(params: nn.ParameterList, index: int, shape: tuple, optimizer,

@@ -70,20 +70,6 @@ def fill_block(target: torch.Tensor, old: tuple, new: tuple, rows, cols) -> None
         target[..., :r_keep, c_keep:new[1]].copy_(cols)
 
 
-def zero_leaving(target: torch.Tensor, old: tuple, new: tuple) -> None:
-    """Zero the entries of `target` that leave an active block going from `old` to `new`."""
-    r_keep = min(old[0], new[0])
-    if len(old) == 1:
-        if old[0] > r_keep:
-            target[..., r_keep:old[0]].zero_()
-        return
-    c_keep = min(old[1], new[1])
-    if old[0] > r_keep:
-        target[..., r_keep:old[0], :old[1]].zero_()
-    if old[1] > c_keep:
-        target[..., :r_keep, c_keep:old[1]].zero_()
-
-
 def state_tensors(param: torch.Tensor, optimizer) -> list[tuple[dict, str]]:
     """(state dict, key) of the optimiser's per-entry tensors of `param` (moments, momentum)."""
     if optimizer is None or param not in optimizer.state:
