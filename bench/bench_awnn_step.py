@@ -7,14 +7,17 @@ Cases: the Spiral-sized MLP (2 inputs, batch 128, width 232, Adam) and the ResNe
 its own param group at lr 0, so every step still runs the importance, the prior, ν's optimiser
 update and the width check), widths free to change ("free": random labels keep ν drifting, so the
 width moves on most steps, more often than in real training) and a width change forced on every
-step ("every"); then the full ResNet20 on CIFAR-shaped inputs. An AWNN step is the training loop's step with the AWNN regime: CE + the ELBO
+step ("every"); then the full ResNet20 on CIFAR-shaped inputs.
+Stacks: one step of S stacked AWNN MLPs against S unstacked steps (random data, widths free), and
+the first epochs of S seeds of the Spiral paper configuration (AWNN App. C: ν0 0.01, relu6,
+kaiming+, Adam 0.01, batch 128, σθ 10, widths shrinking from 232) trained stacked vs one by one. An AWNN step is the training loop's step with the AWNN regime: CE + the ELBO
 prior penalty, backward, optimiser step, Algorithm 1's width update. Fixed steps are plain CE
 ("fixed") or CE + the same Gaussian prior on the weights ("+prior", i.e. L2: isolates the cost of
 the adaptive layer itself). Times are medians over repeats of interleaved blocks; `--clock cpu`
 times process CPU time (steadier on a shared machine). The stacked case times one step of S
 stacked AWNN members against S unstacked steps (same data sizes, per-member batches).
 
-Output: a table, then one line per case, `ratio awnn/fixed (<case>): X` and
+Output: tables, then one line per case, `ratio awnn/fixed (<case>): X` and
 `ratio stacked/sequential (<case>): X` (> 1 means the stack is faster).
 """
 from __future__ import annotations
@@ -32,9 +35,13 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from data.synthetic import SyntheticConfig  # noqa: E402
+from data.synthetic import load as load_synthetic  # noqa: E402
+from data.tensors import iterate  # noqa: E402
 from experiments.regimes.awnn import AWNNRegime  # noqa: E402
 from experiments.regimes.base import RunContext  # noqa: E402
-from models.awnn import AdaptiveMLP, adaptive_modules, stack_adaptive, theta_penalty  # noqa: E402
+from models.awnn import (AdaptiveMLP, AdaptiveMLPConfig, adaptive_modules, build,  # noqa: E402
+                         stack_adaptive, theta_penalty)
 from models.resnet import ResNet20  # noqa: E402
 
 
@@ -226,13 +233,67 @@ def stacked_case(device, members: int, steps: int, repeats: int, clock: str) -> 
     return statistics.median(times["sequential"]), statistics.median(times["stacked"])
 
 
+def spiral_training(device, members: int, epochs: int, clock: str) -> tuple[float, float, list]:
+    """Seconds to train `members` seeds of the Spiral paper configuration for `epochs` epochs,
+    one after another and stacked (same per-member batches, regime=awnn σθ = 10)."""
+    now = timer(clock)
+    data = load_synthetic(SyntheticConfig(name="spiral"), None, device)
+
+    def classifier(seed):
+        torch.manual_seed(seed)
+        return build(AdaptiveMLPConfig(), data.info).to(device)
+
+    def run(model, seeds, stacked):
+        opt = torch.optim.Adam(model.parameters(), lr=0.01)
+        ctx = RunContext(model=model, optimizer=opt, data=data, cfg=None, device=device)
+        regime = AWNNRegime(sigma_theta=10.0)
+        regime.before_training(ctx)
+        gens = [torch.Generator().manual_seed(s + 1) for s in seeds]
+        for epoch in range(epochs):
+            ctx.epoch = epoch
+            for batches in zip(*(iterate(data.train, 128, g) for g in gens)):
+                if stacked:
+                    x = torch.stack([b[0][0] for b in batches])
+                    y = torch.stack([b[1] for b in batches])
+                    per_sample = F.cross_entropy(model(x).flatten(0, 1), y.flatten(), reduction="none")
+                    loss = per_sample.view(y.shape).mean(1).sum()
+                else:
+                    (x,), y = batches[0]
+                    loss = F.cross_entropy(model(x), y)
+                loss = loss + regime.penalty(ctx)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                regime.after_step(ctx)
+                del loss
+
+    seeds = list(range(members))
+    _sync(device)
+    t0 = now()
+    widths = []
+    for s in seeds:
+        model = classifier(s)
+        run(model, [s], False)
+        widths.append(model[1].widths[0])
+    _sync(device)
+    t1 = now()
+    stack = stack_adaptive([classifier(s) for s in seeds])
+    run(stack, seeds, True)
+    _sync(device)
+    t2 = now()
+    if [w[0] for w in stack.widths] != widths:
+        raise RuntimeError(f"stacked widths {stack.widths} differ from sequential {widths}")
+    return t1 - t0, t2 - t1, widths
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--resnet-batch", type=int, default=32)
     parser.add_argument("--resnet-steps", type=int, default=3)
-    parser.add_argument("--members", type=int, default=8, help="stacked case: members (seeds)")
+    parser.add_argument("--members", type=int, default=8, help="stacked cases: members (seeds)")
+    parser.add_argument("--spiral-epochs", type=int, default=5, help="stacked Spiral case: epochs")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1: stable timings)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
@@ -241,7 +302,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
     args = parser.parse_args()
     if args.quick:
-        args.steps, args.repeats, args.resnet_steps = 50, 3, 1
+        args.steps, args.repeats, args.resnet_steps, args.spiral_epochs = 50, 3, 1, 2
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -270,10 +331,16 @@ def main() -> None:
     sequential, stacked = stacked_case(device, args.members, args.steps, args.repeats, args.clock)
     print(f"stacked AWNN MLP 2-232-2 x{args.members}: sequential {1e3 * sequential:.3f} ms, "
           f"stacked {1e3 * stacked:.3f} ms per step of all members")
+    spiral_seq, spiral_stack, widths = spiral_training(device, args.members, args.spiral_epochs,
+                                                       args.clock)
+    print(f"Spiral paper config x{args.members} seeds, {args.spiral_epochs} epochs: sequential "
+          f"{spiral_seq:.2f} s, stacked {spiral_stack:.2f} s (final widths {widths})")
     for label, ratio in ratios:
         print(f"ratio awnn/fixed ({label}): {ratio:.2f}")
     print(f"ratio stacked/sequential (AWNN MLP 2-232-2, {args.members} members, Adam, "
-          f"batch 128 each): {sequential / stacked:.2f}")
+          f"batch 128 each, random data): {sequential / stacked:.2f}")
+    print(f"ratio stacked/sequential (AWNN Spiral paper config, {args.members} seeds, "
+          f"{args.spiral_epochs} epochs): {spiral_seq / spiral_stack:.2f}")
 
 
 if __name__ == "__main__":

@@ -110,3 +110,52 @@ def test_stacked_stays_on_its_device_and_dtype(meta_default):
     stack.load_member_state_dict(2, state)
     stack.zero_member(0, opt)
     _check(_all_tensors(stack, opt) + [t for t in state.values() if torch.is_tensor(t)], "stack")
+
+
+def _train(model, opt, regime, ctx, batches, stacked: bool) -> list:
+    widths = []
+    for x, y in batches:
+        out = model(x)
+        loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), reduction="sum")
+        loss = loss / y.shape[-1] + regime.penalty(ctx)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():                   # push the widths down, then up
+            adaptive = model[1]
+            adaptive.raw_nu.add_(0.15 if len(widths) < 4 else -0.3)
+        regime.after_step(ctx)
+        widths.append(model.widths if stacked else adaptive.widths)
+        del loss
+    return widths
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("stacked", [False, True])
+def test_cuda_run_matches_cpu_run(stacked):
+    """Float64 on CUDA and on the CPU from the same init: same widths (growth draws come from the
+    model's CPU generator), parameters within 1e-9, everything on the GPU."""
+    results = []
+    for device in ("cpu", "cuda"):
+        members = []
+        for seed in range(3 if stacked else 1):
+            torch.manual_seed(seed)
+            members.append(nn.Sequential(nn.Flatten(1), AdaptiveMLP(2, 3, 2, nu0=0.1)))
+        model = (stack_adaptive(members) if stacked else members[0]).double().to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=0.01)
+        ctx = RunContext(model=model, optimizer=opt, data=SimpleNamespace(info={"n_train": 64}),
+                         cfg=None, device=torch.device(device))
+        regime = AWNNRegime(sigma_theta=1.0)
+        regime.before_training(ctx)
+        gen = torch.Generator().manual_seed(5)
+        shape = (3, 16, 2) if stacked else (16, 2)
+        batches = [(torch.randn(shape, generator=gen, dtype=torch.float64).to(device),
+                    torch.randint(0, 3, shape[:-1], generator=gen).to(device)) for _ in range(8)]
+        widths = _train(model, opt, regime, ctx, batches, stacked)
+        tensors = _all_tensors(model, opt)
+        assert all(t.device.type == device for t in tensors)
+        results.append((widths, [p.detach().cpu() for p in model.parameters()]))
+    (cpu_widths, cpu_params), (gpu_widths, gpu_params) = results
+    assert cpu_widths == gpu_widths and len({str(w) for w in cpu_widths}) > 2
+    for a, b in zip(cpu_params, gpu_params):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
