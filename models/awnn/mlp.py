@@ -14,7 +14,11 @@ Storage: every parameter has exactly its active size, so the forward pass, the w
 the optimiser touch active entries only. A resize replaces the resized Parameters with new ones,
 in the module and in the optimiser's param groups and state (kept entries keep their state, new
 entries start at zero; Adam's step count is kept), so the same optimiser object keeps working;
-code holding old Parameter references must re-read them.
+code holding old Parameter references must re-read them (`storage_version` counts replacements).
+
+Per step: the importances of all layers are one autograd node with a closed-form backward, folded
+into the next layer's weight columns (eq. 14 as an [out, D] product instead of [batch, D]); the
+widths are decided on the host from the raw ν, read once per step. Stacks: models/awnn/stacked.py.
 
 `load_state_dict()` into any AdaptiveMLP with the same in/out features and depth (e.g. a fresh
 model at the config's initial width) resizes it first by swapping `.data`, keeping Parameter
