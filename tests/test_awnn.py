@@ -1,4 +1,8 @@
-"""AWNN core: importance, width, kaiming+, resizing with optimiser state, truncation, regime."""
+"""AWNN core: importance, width, kaiming+, resizing with optimiser state, truncation, regime.
+
+Exactness against an independent slow implementation: tests/test_awnn_reference.py; stacks:
+tests/test_awnn_stacked.py; device cleanliness: tests/test_awnn_device.py.
+"""
 from __future__ import annotations
 
 import copy
@@ -16,22 +20,22 @@ from models import build_model
 from models.awnn import (AdaptiveMLP, adaptive_modules, importance, log_prior_nu,
                          log_prior_theta, sum_sq_importance, truncate, truncate_to_accuracy,
                          update_widths, width_for)
+from models.awnn.importance import softplus_host
 from models.fcn import FCN
 
 
-def _assert_inactive_zero(m: AdaptiveMLP, optimizer=None):
-    """Everything outside the active blocks is zero, parameters and optimiser state alike."""
+def _assert_exact_storage(m: AdaptiveMLP, optimizer=None):
+    """Parameters (and their optimiser state) have exactly the active sizes; the optimiser holds
+    exactly the model's parameters."""
     sizes = [m.in_features, *m.widths, m.out_features]
-    tensors = [(w, (sizes[i + 1], sizes[i])) for i, w in enumerate(m.weight)]
-    tensors += [(b, (sizes[i + 1],)) for i, b in enumerate(m.bias)]
-    for p, active in tensors:
-        group = [p.detach()]
-        if optimizer is not None and p in optimizer.state:
-            group += [t for t in optimizer.state[p].values() if torch.is_tensor(t) and t.shape == p.shape]
-        for t in group:
-            outside = t.clone()
-            outside[tuple(slice(0, n) for n in active)] = 0
-            assert outside.abs().max() == 0
+    assert [tuple(w.shape) for w in m.weight] == [(b, a) for a, b in zip(sizes[:-1], sizes[1:])]
+    assert [len(b) for b in m.bias] == sizes[1:]
+    if optimizer is not None:
+        held = [p for g in optimizer.param_groups for p in g["params"]]
+        assert [id(p) for p in held] == [id(p) for p in m.parameters()]
+        for p in held:
+            for t in optimizer.state.get(p, {}).values():
+                assert not torch.is_tensor(t) or t.ndim == 0 or t.shape == p.shape
 
 
 def test_importance_sums_to_one_and_decreases():
@@ -41,10 +45,14 @@ def test_importance_sums_to_one_and_decreases():
     assert f[0].item() == pytest.approx(1 - math.exp(-0.01))
     # the kept D neurons carry at least k of the mass
     assert importance(width_for(0.01), 0.01).sum().item() >= 0.9
-    g = importance(50, 0.1, renormalise=True)
+    g = importance(50, 0.1, "authors")
     assert g.sum().item() == pytest.approx(1.0, abs=1e-6) and (g[1:] < g[:-1]).all()
-    assert sum_sq_importance(300, 0.02) == pytest.approx(importance(300, 0.02).pow(2).sum().item(),
-                                                          rel=1e-5)
+    for convention in ("paper", "authors"):
+        for width, nu in ((300, 0.02), (7, 0.9), (2000, 0.001)):
+            ref = importance(width, torch.tensor(nu, dtype=torch.float64), convention).pow(2).sum()
+            assert sum_sq_importance(width, nu, convention) == pytest.approx(ref.item(), rel=1e-12)
+    with pytest.raises(ValueError, match="importance='normalised'.*allowed"):
+        importance(5, 0.1, "normalised")
 
 
 def test_importance_is_differentiable_in_nu():
@@ -73,6 +81,8 @@ def test_bad_constructor_values_are_named():
         AdaptiveMLP(2, 2, init="xavier")
     with pytest.raises(ValueError, match="max_width=50"):
         AdaptiveMLP(2, 2, nu0=0.01, max_width=50)
+    with pytest.raises(ValueError, match="importance='sum'.*allowed"):
+        AdaptiveMLP(2, 2, importance="sum")
 
 
 def test_forward_any_leading_dims():
@@ -81,19 +91,30 @@ def test_forward_any_leading_dims():
     assert m(torch.randn(5)).shape == (3,)
 
 
-def _activation_variances(init: str) -> list[float]:
+def _activation_variances(init: str, convention: str = "paper") -> list[float]:
     torch.manual_seed(0)
-    m = AdaptiveMLP(100, 10, 5, nu0=0.01, activation="relu", init=init)
+    m = AdaptiveMLP(100, 10, 5, nu0=0.01, activation="relu", init=init, importance=convention)
     with torch.no_grad():
         return [a.var().item() for a in m.hidden_activations(torch.randn(2000, 100))]
 
 
-def test_kaiming_plus_keeps_activation_variance_across_depth():
+@pytest.mark.parametrize("convention", ["paper", "authors"])
+def test_kaiming_plus_keeps_activation_variance_across_depth(convention):
     # AWNN Fig. 2 / Thm 3.1: kaiming+ keeps Var[α] about constant, kaiming collapses it.
-    plus = _activation_variances("kaiming_plus")
-    plain = _activation_variances("kaiming")
+    plus = _activation_variances("kaiming_plus", convention)
+    plain = _activation_variances("kaiming", convention)
     assert all(0.3 < v / plus[0] < 3.0 for v in plus)
     assert plain[-1] / plain[0] < 1e-6
+
+
+@pytest.mark.parametrize("convention", ["paper", "authors"])
+def test_kaiming_plus_std_uses_the_convention(convention):
+    m = AdaptiveMLP(3, 2, 2, nu0=0.05, importance=convention)
+    nus = m.host_nus()
+    f = importance(m.widths[0], torch.tensor(nus[0], dtype=torch.float64), convention)
+    expected = math.sqrt(2.0 / f.pow(2).sum().item())
+    assert m.layer_std(1, m.widths, nus) == pytest.approx(expected, rel=1e-12)
+    assert m.layer_std(0, m.widths, nus) == pytest.approx(math.sqrt(2.0 / 3))
 
 
 def test_grow_then_shrink_back_restores_function():
@@ -106,10 +127,10 @@ def test_grow_then_shrink_back_restores_function():
     grown_alpha = m.hidden_activations(x)[0].detach()
     assert torch.equal(grown_alpha[:, :widths[0]], alphas)   # kept neurons untouched
     assert not torch.allclose(m(x), before)                   # fresh neurons do contribute
-    m.resize([w + 200 for w in widths])                       # beyond capacity too
+    m.resize([w + 200 for w in widths])
     m.resize(widths)
     torch.testing.assert_close(m(x), before, rtol=0, atol=0)
-    _assert_inactive_zero(m)
+    _assert_exact_storage(m)
 
 
 def _train_steps(m, opt, n=3):
@@ -132,10 +153,10 @@ def test_optimizer_state_survives_resize(make_opt, keys):
     _train_steps(m, opt)
     d = m.widths[0]
     saved = {k: (opt.state[m.weight[0]][k].clone(), opt.state[m.weight[1]][k].clone()) for k in keys}
-    m.resize([4 * d], opt)                       # grows capacity: parameters are replaced
+    m.resize([4 * d], opt)                       # parameters are replaced, in the optimiser too
     w_in, w_out = m.weight[0], m.weight[1]
-    assert m.capacities[0] >= 4 * d
-    assert {id(p) for p in opt.param_groups[0]["params"]} == {id(p) for p in m.parameters()}
+    assert w_in.shape[0] == 4 * d
+    assert [id(p) for p in opt.param_groups[0]["params"]] == [id(p) for p in m.parameters()]
     for k in keys:
         s_in, s_out = opt.state[w_in][k], opt.state[w_out][k]
         assert s_in.shape == w_in.shape
@@ -144,24 +165,14 @@ def test_optimizer_state_survives_resize(make_opt, keys):
     _train_steps(m, opt)                         # the optimiser keeps working on resized tensors
     half = d // 2
     m.resize([half], opt)
-    _assert_inactive_zero(m, opt)
+    _assert_exact_storage(m, opt)
     m.resize([d], opt)                           # regrown neurons start with zero state
+    w_in, w_out = m.weight[0], m.weight[1]
     for k in keys:
         assert opt.state[w_in][k][half:d].abs().max() == 0
         assert opt.state[w_out][k][:, half:d].abs().max() == 0
     _train_steps(m, opt)
-    _assert_inactive_zero(m, opt)
-
-
-def test_capacity_grows_geometrically():
-    m = AdaptiveMLP(2, 2, 1, nu0=0.02)
-    reallocations, cap = 0, m.capacities[0]
-    for width in range(m.widths[0] + 1, 2000):
-        m.resize([width])
-        if m.capacities[0] != cap:
-            reallocations, cap = reallocations + 1, m.capacities[0]
-    assert reallocations <= math.ceil(math.log2(2000 / 117))
-    assert m.widths == [1999] and cap >= 1999
+    _assert_exact_storage(m, opt)
 
 
 def test_update_widths_follows_nu_and_max_width():
@@ -171,10 +182,19 @@ def test_update_widths_follows_nu_and_max_width():
     with torch.no_grad():
         m.raw_nu.copy_(torch.tensor([-20.0, 0.0]))   # ν at its floor for layer 0
     assert update_widths(m, opt) is True
-    nus = m.nus().tolist()
+    nus = m.host_nus()
+    assert nus == [softplus_host(r) + m.nu_min for r in m.raw_nu.tolist()]
     assert m.widths == [min(150, width_for(nus[0])), width_for(nus[1])]
     assert m.widths[0] <= 150 and m.widths[1] < 117
-    _assert_inactive_zero(m, opt)
+    _assert_exact_storage(m, opt)
+
+
+def test_non_finite_nu_keeps_the_width():
+    m = AdaptiveMLP(2, 2, 2, nu0=0.05)
+    widths = m.widths
+    with torch.no_grad():
+        m.raw_nu.copy_(torch.tensor([float("nan"), -float("inf")]))
+    assert update_widths(m, None) is False and m.widths == widths
 
 
 def test_gradient_step_moves_nu():
@@ -214,16 +234,59 @@ def test_state_dict_round_trip_at_changed_width():
     model_state, opt_state = copy.deepcopy(m.state_dict()), copy.deepcopy(opt.state_dict())
     fresh = AdaptiveMLP(3, 2, 2, nu0=0.05)
     fresh_opt = torch.optim.Adam(fresh.parameters(), lr=1e-3)
+    params = list(fresh.parameters())
     fresh.load_state_dict(model_state)
     fresh_opt.load_state_dict(opt_state)
-    assert fresh.widths == [150, 20] and fresh.capacities == m.capacities
+    assert fresh.widths == [150, 20] and list(fresh.parameters()) == params   # same objects
     x = torch.randn(16, 3)
-    torch.testing.assert_close(fresh(x), m(x))
+    torch.testing.assert_close(fresh(x), m(x), rtol=0, atol=0)
+    for widths in ([200, 30], [10, 5]):              # growth draws continue the saved generator
+        torch.manual_seed(1)
+        fresh.resize(widths, fresh_opt)
+        _train_steps(fresh, fresh_opt, 1)
+        torch.manual_seed(1)
+        m.resize(widths, opt)
+        _train_steps(m, opt, 1)
+        torch.testing.assert_close(fresh(x), m(x), rtol=0, atol=0)
+
+
+def test_growth_draws_come_from_the_models_generator():
+    torch.manual_seed(0)
+    a = AdaptiveMLP(3, 2, 1, nu0=0.05)
+    torch.manual_seed(0)
+    b = AdaptiveMLP(3, 2, 1, nu0=0.05)
+    torch.manual_seed(123)                       # the global stream does not matter for growth
+    a.resize([60])
+    torch.manual_seed(456)
+    b.resize([60])
+    assert torch.equal(a.weight[0], b.weight[0]) and torch.equal(a.weight[1], b.weight[1])
     torch.manual_seed(1)
-    _train_steps(fresh, fresh_opt, 1)
-    torch.manual_seed(1)
-    _train_steps(m, opt, 1)
-    torch.testing.assert_close(fresh(x), m(x))
+    c = AdaptiveMLP(3, 2, 1, nu0=0.05)
+    c.resize([60])
+    assert not torch.equal(a.weight[0][48:], c.weight[0][48:])   # other seed, other draws
+    # building the model does not move the global generator beyond its init draws
+    torch.manual_seed(0)
+    AdaptiveMLP(3, 2, 1, nu0=0.05)
+    after_model = torch.randn(3)
+    torch.manual_seed(0)
+    torch.empty(48, 3).normal_()
+    torch.empty(2, 48).normal_()
+    assert torch.equal(torch.randn(3), after_model)
+
+
+def test_loads_the_older_capacity_sized_format():
+    torch.manual_seed(0)
+    m = AdaptiveMLP(3, 2, 1, nu0=0.05)
+    state = m.state_dict()
+    d = m.widths[0]
+    old = {"raw_nu": state["raw_nu"], "width_state": torch.tensor([d]),
+           "weight.0": torch.cat([state["weight.0"], torch.zeros(d, 3)]),
+           "weight.1": torch.cat([state["weight.1"], torch.zeros(2, d)], 1),
+           "bias.0": torch.cat([state["bias.0"], torch.zeros(d)]), "bias.1": state["bias.1"]}
+    fresh = AdaptiveMLP(3, 2, 1, nu0=0.2)
+    fresh.load_state_dict(old)
+    x = torch.randn(4, 3)
+    assert fresh.widths == [d] and torch.equal(fresh(x), m(x))
 
 
 def test_truncation_identity_and_graceful_degradation():
@@ -285,13 +348,14 @@ def test_regime_penalty_and_width_update():
     regime.before_training(ctx)
     expected = -(log_prior_theta(m, 10.0) + log_prior_nu(m, 0.1, 0.5)) / 500
     torch.testing.assert_close(regime.penalty(ctx), expected)
-    assert AWNNRegime(1.0, n_train=50).penalty(ctx).item() == pytest.approx(
-        -log_prior_theta(m, 1.0).item() / 50)
+    other = AWNNRegime(1.0, n_train=50)
+    assert other.penalty(ctx).item() == pytest.approx(-log_prior_theta(m, 1.0).item() / 50)
     width = m.widths[0]
     with torch.no_grad():
         m.raw_nu.add_(1.0)                       # as if the optimiser had moved ν up
     regime.after_step(ctx)
     assert ctx.optimizer is opt and m.widths[0] < width
+    assert [id(p) for p in opt.param_groups[0]["params"]] == [id(p) for p in m.parameters()]
     metrics = regime.on_epoch_end(ctx, 0)
     assert metrics["width/total"] == metrics["width/l0"] == m.widths[0]
     assert metrics["nu/l0"] == pytest.approx(m.nus().item())
@@ -329,12 +393,13 @@ def test_training_learns_and_adapts_width():
         seen.add(m.widths[0])
     assert (m(x).argmax(-1) == y).float().mean() > 0.9
     assert len(seen) > 1
-    _assert_inactive_zero(m, opt)
+    _assert_exact_storage(m, opt)
 
 
-def test_forward_importances_match_eq12():
-    m = AdaptiveMLP(2, 2, 2, nu0=0.004)
+@pytest.mark.parametrize("convention", ["paper", "authors"])
+def test_forward_importances_match_eq12(convention):
+    m = AdaptiveMLP(2, 2, 2, nu0=0.004, importance=convention)
     with torch.no_grad():
         m.raw_nu[1] += 0.5
     for f, nu, width in zip(m.importances(), m.nus(), m.widths):
-        torch.testing.assert_close(f, importance(width, nu), rtol=2e-4, atol=0)
+        torch.testing.assert_close(f, importance(width, nu, convention), rtol=2e-4, atol=0)

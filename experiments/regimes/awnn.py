@@ -4,35 +4,47 @@ The loop minimises CE_mean + penalty with penalty = −(log p(θ) + log p(ν)) /
 divided by N). N defaults to the training-set size (info["n_train"], the paper); the authors'
 configs hand-set smaller values, which `n_train` reproduces.
 
-Resume: widths and capacities live in the model's state_dict (`width_state` buffer and
-capacity-sized tensors), so loading it into a freshly built model restores them; this regime's
-own state is only the resolved N.
+Per step: the weight prior is one reduction with a closed-form gradient (models.awnn
+`theta_penalty`), the width update reads the raw ν of every adaptive layer in one transfer.
+
+Stacks (models/awnn/stacked.py): the priors are sums over members (`sigma_theta` may then be one
+value per member), widths are updated per member, and the per-layer width and ν metrics are lists
+of length S.
+
+Resume: widths live in the model's state_dict (parameter shapes) and the growth generator in its
+`_extra_state`, so loading it into a freshly built model restores them; this regime's own state is
+only the resolved N.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 
 from experiments.regimes.base import Regime, RunContext
-from models.awnn import adaptive_modules, layer_nus, log_prior_nu, log_prior_theta, update_widths
+from models.awnn import (StackedAdaptiveMLP, adaptive_modules, log_prior_nu, theta_parameters,
+                         theta_penalty, update_widths)
 
 COMPRESS_KEYS = ("mu", "sigma", "start", "end", "factor")
 
 
 class AWNNRegime(Regime):
-    """sigma_theta: std of the Gaussian prior on weights. nu_prior: None (uninformative) or
-    (mu, sigma). compress (AWNN §5.3, online compression): mapping with mu, sigma, start, end,
-    factor: from epoch `start` a N(mu, sigma) prior on ν is switched on (replacing nu_prior) and
+    """sigma_theta: std of the Gaussian prior on weights (a stack may take one per member).
+    nu_prior: None (uninformative) or (mu, sigma). compress (AWNN §5.3, online compression):
+    mapping with mu, sigma, start, end, factor: from epoch `start` a N(mu, sigma) prior on ν is switched on (replacing nu_prior) and
     its σ annealed geometrically to factor·sigma at epoch `end` (paper, SpiralHard: 0.05, 1, 1000,
     2500, 0.1)."""
 
     name = "awnn"
 
-    def __init__(self, sigma_theta: float, nu_prior=None, n_train: int | None = None,
-                 compress: Mapping | None = None):
-        if not sigma_theta > 0:
-            raise ValueError(f"regime awnn: sigma_theta={sigma_theta} must be > 0")
+    def __init__(self, sigma_theta: float | Sequence[float], nu_prior=None,
+                 n_train: int | None = None, compress: Mapping | None = None):
+        if isinstance(sigma_theta, Sequence) and not isinstance(sigma_theta, str):
+            sigma_theta = [float(s) for s in sigma_theta]
+        sigmas = sigma_theta if isinstance(sigma_theta, list) else [sigma_theta]
+        if not sigmas or not all(s > 0 for s in sigmas):
+            raise ValueError(f"regime awnn: sigma_theta={sigma_theta} must be > 0 (one value, or "
+                             f"one per stacked member)")
         if nu_prior is not None:
             nu_prior = tuple(float(v) for v in nu_prior)
             if len(nu_prior) != 2 or not nu_prior[1] > 0:
@@ -51,11 +63,40 @@ class AWNNRegime(Regime):
         self.sigma_theta, self.nu_prior, self.compress = sigma_theta, nu_prior, compress
         self.n_train = n_train
         self.n: int | None = n_train
+        self._model = self._mods = self._coef = None
+        self._theta, self._theta_key = None, None
 
     def before_training(self, ctx: RunContext) -> None:
-        if not adaptive_modules(ctx.model):
-            raise ValueError("regime awnn needs a model with adaptive layers, e.g. model=awnn_mlp")
+        self._modules(ctx.model)
         self.n = self.n_train if self.n_train is not None else int(ctx.data.info["n_train"])
+
+    def _modules(self, model) -> list:
+        if self._model is not model:
+            mods = adaptive_modules(model)
+            if not mods:
+                raise ValueError("regime awnn needs a model with adaptive layers, e.g. model=awnn_mlp")
+            self._model, self._mods, self._coef, self._theta_key = model, mods, None, None
+        return self._mods
+
+    def _theta_parameters(self, model, mods) -> list[torch.Tensor]:
+        """θ (every parameter but ν), re-listed only after a resize replaced Parameters."""
+        key = tuple(m.storage_version for m in mods)
+        if key != self._theta_key:
+            self._theta, self._theta_key = theta_parameters(model, mods), key
+        return self._theta
+
+    def _theta_coef(self, mods, like: torch.Tensor) -> float | torch.Tensor:
+        """1/(2σθ²N): a float, or a [S] tensor when σθ is given per stacked member."""
+        if not isinstance(self.sigma_theta, list):
+            return 0.5 / (self.sigma_theta ** 2 * self.n)
+        if self._coef is None:
+            sizes = {m.members for m in mods if isinstance(m, StackedAdaptiveMLP)}
+            if sizes != {len(self.sigma_theta)} or len(sizes) != 1:
+                raise ValueError(f"regime awnn: sigma_theta={list(self.sigma_theta)} gives one value "
+                                 f"per member; the model's stacks have {sorted(sizes) or 'no'} members")
+            self._coef = torch.tensor([0.5 / (s ** 2 * self.n) for s in self.sigma_theta],
+                                      dtype=like.dtype, device=like.device)
+        return self._coef
 
     def nu_prior_at(self, epoch: int) -> tuple[float, float] | None:
         """(mu, sigma) of the prior on ν at `epoch`, None for the uninformative prior."""
@@ -66,24 +107,37 @@ class AWNNRegime(Regime):
         return c["mu"], c["sigma"] * c["factor"] ** progress
 
     def penalty(self, ctx: RunContext) -> torch.Tensor:
+        """−(log p(θ) + log p(ν)) / N (AWNN eq. 13 over N); a sum over members on a stack."""
         if self.n is None:
             self.n = int(ctx.data.info["n_train"])
-        log_p = log_prior_theta(ctx.model, self.sigma_theta)
+        mods = self._modules(ctx.model)
+        theta = self._theta_parameters(ctx.model, mods)
+        penalty = theta_penalty(theta, self._theta_coef(mods, theta[0]))
         prior = self.nu_prior_at(ctx.epoch)
         if prior is not None:
-            log_p = log_p + log_prior_nu(ctx.model, *prior)
-        return -log_p / self.n
+            penalty = penalty - log_prior_nu(ctx.model, *prior, modules=mods) / self.n
+        return penalty
 
     def after_step(self, ctx: RunContext) -> None:
-        # Parameters are resized in place (same objects), so ctx.optimizer stays valid.
-        update_widths(ctx.model, ctx.optimizer)
+        # Resized parameters are replaced in the optimiser too, so ctx.optimizer stays valid.
+        update_widths(ctx.model, ctx.optimizer, self._modules(ctx.model))
 
-    def on_epoch_end(self, ctx: RunContext, epoch: int) -> dict[str, float]:
-        widths = [w for m in adaptive_modules(ctx.model) for w in m.widths]
-        out: dict[str, float] = {"width/total": float(sum(widths))}
-        for i, (w, nu) in enumerate(zip(widths, layer_nus(ctx.model))):
-            out[f"width/l{i}"] = float(w)
-            out[f"nu/l{i}"] = nu
+    def on_epoch_end(self, ctx: RunContext, epoch: int) -> dict[str, float | list[float]]:
+        mods = self._modules(ctx.model)
+        stacked = isinstance(mods[0], StackedAdaptiveMLP)
+        members = mods[0].members if stacked else 1
+        nus = torch.cat([m.nus().detach().reshape(members, -1) for m in mods], dim=1).tolist()
+        widths = ([[w for m in mods for w in m.widths[i]] for i in range(members)]
+                  if stacked else [[w for m in mods for w in m.widths]])
+        out: dict[str, float | list[float]] = {}
+
+        def put(key: str, values: list[float]) -> None:
+            out[key] = values if stacked else values[0]
+
+        put("width/total", [float(sum(w)) for w in widths])
+        for layer in range(len(widths[0])):
+            put(f"width/l{layer}", [float(w[layer]) for w in widths])
+            put(f"nu/l{layer}", [nu[layer] for nu in nus])
         prior = self.nu_prior_at(epoch)
         if prior is not None:
             out["nu_prior/sigma"] = prior[1]

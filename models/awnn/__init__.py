@@ -1,0 +1,20 @@
+"""Adaptive Width Neural Networks (AWNN): adaptive MLP layers, their stacked form, ELBO helpers.
+
+Modules: importance (conventions, width rule, kaiming+ scale), mlp (AdaptiveMLP), stacked
+(StackedAdaptiveMLP, stack_adaptive), storage (growth draws, parameter replacement), training
+(width updates, priors, truncation), config (model=awnn_mlp).
+"""
+from models.awnn.config import AdaptiveMLPConfig, build
+from models.awnn.importance import (IMPORTANCES, Importance, importance, sum_sq_importance,
+                                    target_width, width_for)
+from models.awnn.mlp import GAINS, GROW_INITS, INITS, AdaptiveMLP
+from models.awnn.stacked import StackedAdaptiveClassifier, StackedAdaptiveMLP, stack_adaptive
+from models.awnn.training import (adaptive_modules, layer_nus, log_prior_nu, log_prior_theta,
+                                  theta_parameters, theta_penalty, truncate, truncate_to_accuracy,
+                                  update_widths)
+
+__all__ = ["AdaptiveMLP", "AdaptiveMLPConfig", "GAINS", "GROW_INITS", "IMPORTANCES", "INITS",
+           "Importance", "StackedAdaptiveClassifier", "StackedAdaptiveMLP", "adaptive_modules",
+           "build", "importance", "layer_nus", "log_prior_nu", "log_prior_theta", "stack_adaptive",
+           "sum_sq_importance", "target_width", "theta_parameters", "theta_penalty", "truncate",
+           "truncate_to_accuracy", "update_widths", "width_for"]

@@ -1,0 +1,275 @@
+"""Adaptive Width Neural Networks (AWNN §3): an MLP whose hidden widths are learned by backprop.
+
+Conventions: see models/awnn/importance.py (importance `paper` | `authors`, ν, the width rule).
+- kaiming+ (Thm 3.1): weights after the first layer ~ N(0, gain / Σ_j f(j; ν_{ℓ−1})²), Σ f² under
+  the model's importance convention; `init="kaiming"` uses gain / D_{ℓ−1}. The first layer is
+  kaiming (gain / in_features), biases start at 0.
+- Fresh neurons (Algorithm 1, growth) are drawn from the layer's own init at the new widths by
+  default; `grow_init="normal"` draws weights and biases from N(0, 1) as the paper states. Draws
+  come from the model's own CPU generator (models/awnn/storage.py), seeded at build time from the
+  global generator, saved in the state dict (`_extra_state`) so that a resumed run draws on.
+- Dropped neurons are discarded; a neuron that comes back later is fresh.
+
+Storage: every parameter has exactly its active size, so the forward pass, the weight prior and
+the optimiser touch active entries only. A resize replaces the resized Parameters with new ones,
+in the module and in the optimiser's param groups and state (kept entries keep their state, new
+entries start at zero; Adam's step count is kept), so the same optimiser object keeps working;
+code holding old Parameter references must re-read them (`storage_version` counts replacements).
+
+Per step: the importances of all layers are one autograd node with a closed-form backward, folded
+into the next layer's weight columns (eq. 14 as an [out, D] product instead of [batch, D]); the
+widths are decided on the host from the raw ν, read once per step. Stacks: models/awnn/stacked.py.
+
+`load_state_dict()` into any AdaptiveMLP with the same in/out features and depth (e.g. a fresh
+model at the config's initial width) resizes it first by swapping `.data`, keeping Parameter
+identities, so an optimiser built on the fresh model can then load its own saved state. Load
+before training (a model that already ran backward may hold stale autograd shape metadata).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.activations import ACTIVATIONS, make_activation
+from models.awnn.importance import (Importance, check_convention, inverse_softplus, softplus_host,
+                                    sum_sq_importance, target_width, width_for)
+from models.awnn.storage import (draw_bias, draw_weight, make_generator, move_optimizer_state,
+                                 resized_with, swap_parameter)
+
+INITS = ("kaiming_plus", "kaiming")
+GROW_INITS = ("layer", "normal")
+# Variance gain of kaiming init per activation (He et al. 2015; relu6 treated as relu).
+GAINS = {"relu": 2.0, "relu6": 2.0, "leaky_relu": 2.0 / (1 + 0.01 ** 2), "linear": 1.0,
+         "tanh": 25.0 / 9.0, "sigmoid": 1.0}
+
+
+class AdaptiveMLP(nn.Module):
+    """in -> D_1 -> ... -> D_L -> out, hidden widths D_ℓ learned (AWNN eq. 14, Algorithm 1).
+
+    h_j = σ(Σ_k w_jk h_k + b_j) · f(j; ν_ℓ) on every hidden layer; the output layer is linear.
+    Inputs may have any leading dims. Call `update_widths(model, optimizer)` after each step.
+    """
+
+    def __init__(self, in_features: int, out_features: int, num_hidden: int = 1, *,
+                 nu0: float = 0.01, k: float = 0.9, activation: str = "relu6",
+                 init: str = "kaiming_plus", out_bias: bool = True,
+                 max_width: int | None = None, grow_init: str = "layer",
+                 importance: str = "paper"):
+        super().__init__()
+        if num_hidden < 1:
+            raise ValueError(f"num_hidden={num_hidden} must be >= 1")
+        if init not in INITS:
+            raise ValueError(f"init={init!r} is unknown; allowed: {list(INITS)}")
+        if grow_init not in GROW_INITS:
+            raise ValueError(f"grow_init={grow_init!r} is unknown; allowed: {list(GROW_INITS)}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation={activation!r} is unknown; allowed: {sorted(ACTIVATIONS)}")
+        if max_width is not None and max_width < 2:
+            raise ValueError(f"max_width={max_width} must be >= 2 (or None for no cap)")
+        width0 = width_for(nu0, k)
+        if max_width is not None and width0 > max_width:
+            raise ValueError(f"nu0={nu0} starts at width {width0} > max_width={max_width}; "
+                             f"raise nu0 or max_width")
+        self.in_features, self.out_features, self.num_hidden = in_features, out_features, num_hidden
+        self.k, self.max_width, self.init, self.grow_init = k, max_width, init, grow_init
+        self.importance = check_convention(importance)
+        self.activation_name = activation
+        self.activation = make_activation(activation)
+        self.gain = GAINS[activation]
+        # ν > ν_min ⇔ D ≤ max_width: a smooth lower bound keeps ν's gradient alive at the cap.
+        self.nu_min = -math.log1p(-k) / (max_width - 1) if max_width is not None else 0.0
+        self.raw_nu = nn.Parameter(torch.full((num_hidden,), inverse_softplus(nu0 - self.nu_min)))
+        self._widths = [width0] * num_hidden
+        sizes = [in_features, *self._widths, out_features]
+        self.weight = nn.ParameterList(
+            nn.Parameter(torch.zeros(b, a)) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.bias = nn.ParameterList(
+            nn.Parameter(torch.zeros(b)) for b in sizes[1:-1] + ([out_features] if out_bias else []))
+        self.has_out_bias = out_bias
+        self._keys = [str(i) for i in range(num_hidden + 1)]   # ParameterList keys (forward pass)
+        self.register_buffer("_positions", torch.arange(width0, dtype=self.raw_nu.dtype),
+                             persistent=False)
+        self.generator = make_generator()   # growth draws; seeded before the init draws below
+        self.storage_version = 0            # +1 whenever a resize replaces Parameter objects
+        self.reset_parameters()
+
+    # --- widths and importances -------------------------------------------------------------
+    @property
+    def widths(self) -> list[int]:
+        return list(self._widths)
+
+    def nus(self) -> torch.Tensor:
+        """ν of every hidden layer as the forward pass uses it (differentiable)."""
+        nu = F.softplus(self.raw_nu)
+        return nu + self.nu_min if self.nu_min else nu
+
+    def host_nus(self, raw: list[float] | None = None) -> list[float]:
+        """ν of every hidden layer in float64 on the host (one device sync unless `raw` given)."""
+        raw = self.raw_nu.detach().tolist() if raw is None else raw
+        return [softplus_host(r) + self.nu_min for r in raw]
+
+    def target_widths(self, nus: list[float]) -> list[int]:
+        return [target_width(nu, self.k, self.max_width, w) for nu, w in zip(nus, self._widths)]
+
+    def importances(self) -> tuple[torch.Tensor, ...]:
+        """f(j; ν_ℓ) for j < D_ℓ of every hidden layer, as the forward pass uses them."""
+        positions = [self._positions if w == len(self._positions) else self._positions[:w]
+                     for w in self._widths]
+        return Importance.apply(self.raw_nu, self.nu_min, self.importance == "authors",
+                                positions, [None] * self.num_hidden)
+
+    # --- init -------------------------------------------------------------------------------
+    def layer_std(self, layer: int, widths: list[int], nus: list[float]) -> float:
+        """Init std of weight `layer` (0 = input layer, num_hidden = output layer)."""
+        return layer_std(layer, self.in_features, widths, nus, self.gain, self.init, self.importance)
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        nus = self.host_nus()
+        for i, w in enumerate(self.weight):
+            w.normal_(0.0, self.layer_std(i, self._widths, nus))
+        for b in self.bias:
+            b.zero_()
+
+    # --- forward ----------------------------------------------------------------------------
+    def _run(self, x: torch.Tensor, collect: list | None) -> torch.Tensor:
+        fs = self.importances()
+        weights, biases = self.weight._parameters, self.bias._parameters   # plain dict lookups
+        h = x
+        for i in range(self.num_hidden):
+            # AWNN eq. 14, h_{ℓ−1} ⊙ f(·; ν_{ℓ−1}) folded into the columns of W_ℓ: one [out, D]
+            # product instead of one [batch, D] product
+            w = weights[self._keys[i]] if i == 0 else weights[self._keys[i]] * fs[i - 1]
+            h = self.activation(F.linear(h, w, biases[self._keys[i]]))
+            if collect is not None:
+                collect.append(h)
+        out_bias = biases[self._keys[self.num_hidden]] if self.has_out_bias else None
+        return F.linear(h, weights[self._keys[self.num_hidden]] * fs[-1], out_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, None)
+
+    def hidden_activations(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """α_ℓ = σ(W h_{ℓ−1} + b) of each hidden layer, before the importance (AWNN Fig. 2)."""
+        collect: list[torch.Tensor] = []
+        self._run(x, collect)
+        return collect
+
+    # --- resizing (Algorithm 1) -------------------------------------------------------------
+    @torch.no_grad()
+    def update_widths(self, optimizer: torch.optim.Optimizer | None = None,
+                      raw: list[float] | None = None) -> bool:
+        """Algorithm 1, lines 12–15: widths from the current ν; True if any changed.
+        `raw`: the raw ν already on the host (else read here: one device sync)."""
+        nus = self.host_nus(raw)
+        target = self.target_widths(nus)
+        if target == self._widths:
+            return False
+        self.resize(target, optimizer, nus)
+        return True
+
+    @torch.no_grad()
+    def resize(self, new_widths: list[int], optimizer: torch.optim.Optimizer | None = None,
+               nus: list[float] | None = None) -> None:
+        """Set hidden widths: drop tail neurons or append fresh ones; kept neurons are untouched,
+        and so is their optimiser state; new entries start with zero optimiser state."""
+        if len(new_widths) != self.num_hidden:
+            raise ValueError(f"got {len(new_widths)} widths {list(new_widths)}, model has "
+                             f"{self.num_hidden} hidden layers")
+        if any(int(w) < 1 for w in new_widths):
+            raise ValueError(f"widths {list(new_widths)} must all be >= 1")
+        new_widths = [int(w) for w in new_widths]
+        if new_widths == self._widths:
+            return
+        nus = self.host_nus() if nus is None else nus
+        old = [self.in_features, *self._widths, self.out_features]
+        new = [self.in_features, *new_widths, self.out_features]
+        moves = []
+        for layer in range(self.num_hidden + 1):
+            old_shape, new_shape = (old[layer + 1], old[layer]), (new[layer + 1], new[layer])
+            if old_shape == new_shape:
+                continue
+            grows = new_shape[0] > old_shape[0] or new_shape[1] > old_shape[1]
+            std, bias_std = grow_stds(self, layer, new_widths, nus) if grows else (0.0, 0.0)
+            rows, cols = draw_weight(old_shape, new_shape, std, self.generator, self.weight[layer].dtype)
+            moves.append(_replace(self.weight, layer, old_shape, new_shape, rows, cols))
+            if layer < self.num_hidden:
+                fresh = draw_bias(old_shape[0], new_shape[0], bias_std, self.generator,
+                                  self.bias[layer].dtype)
+                moves.append(_replace(self.bias, layer, old_shape[:1], new_shape[:1], fresh, None))
+        move_optimizer_state(optimizer, moves)
+        self._widths = new_widths
+        self.storage_version += 1
+        self._ensure_positions(max(new_widths))
+
+    def _ensure_positions(self, n: int) -> None:
+        if len(self._positions) < n:
+            self._positions = torch.arange(n, dtype=self.raw_nu.dtype, device=self.raw_nu.device)
+
+    # --- state ------------------------------------------------------------------------------
+    def get_extra_state(self) -> dict:
+        return {"grow_rng": self.generator.get_state()}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.generator.set_state(state["grow_rng"].detach().cpu())
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A saved model may have other widths: resize storage in place (same Parameter objects).
+        legacy = state_dict.pop(prefix + "width_state", None)   # capacity-sized format, pre-2026-11
+        if legacy is not None:
+            _trim_legacy(state_dict, prefix, [int(w) for w in legacy.tolist()], self)
+        for name, p in self.named_parameters():
+            saved = state_dict.get(prefix + name)
+            if saved is not None and saved.shape != p.shape:
+                p.data = p.data.new_zeros(saved.shape)
+                p.grad = None
+        weights = [state_dict.get(prefix + f"weight.{i}") for i in range(self.num_hidden)]
+        if all(w is not None for w in weights):
+            self._widths = [int(w.shape[0]) for w in weights]
+            self._ensure_positions(max(self._widths))
+        state_dict.setdefault(prefix + "_extra_state", self.get_extra_state())  # pre-generator files
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return (f"in={self.in_features}, out={self.out_features}, widths={self._widths}, "
+                f"activation={self.activation_name}, init={self.init}, k={self.k}, "
+                f"max_width={self.max_width}, importance={self.importance}")
+
+
+def layer_std(layer: int, in_features: int, widths: list[int], nus: list[float], gain: float,
+              init: str, convention: str) -> float:
+    """Init std of weight `layer` (0 = input layer) of an MLP at hidden `widths` and rates `nus`."""
+    fan_in = in_features if layer == 0 else widths[layer - 1]
+    if layer == 0 or init == "kaiming":
+        return math.sqrt(gain / fan_in)
+    # kaiming+ (AWNN Thm 3.1, eq. 41): Var[w] = gain / Σ_j f(j; ν_{ℓ−1})² over the previous layer
+    return math.sqrt(gain / sum_sq_importance(fan_in, nus[layer - 1], convention))
+
+
+def grow_stds(m, layer: int, widths: list[int], nus: list[float]) -> tuple[float, float]:
+    """(weight std, bias std) of fresh entries of weight `layer` at the new widths."""
+    if m.grow_init == "normal":
+        return 1.0, 1.0
+    return layer_std(layer, m.in_features, widths, nus, m.gain, m.init, m.importance), 0.0
+
+
+def _replace(params: nn.ParameterList, index: int, old: tuple, new: tuple, rows, cols) -> tuple:
+    """params[index]: active block old -> new with fresh rows/cols; returns the optimiser move."""
+    value = resized_with(params[index].detach(), old, new, rows, cols)
+    before, after = swap_parameter(params, index, value)
+    return before, after, lambda s: resized_with(s, old, new)
+
+
+def _trim_legacy(state_dict: dict, prefix: str, widths: list[int], m: AdaptiveMLP) -> None:
+    """The older capacity-sized format: keep each tensor's active block."""
+    sizes = [m.in_features, *widths, m.out_features]
+    for i in range(m.num_hidden + 1):
+        key = f"{prefix}weight.{i}"
+        if key in state_dict:
+            state_dict[key] = state_dict[key][:sizes[i + 1], :sizes[i]].clone()
+        key = f"{prefix}bias.{i}"
+        if key in state_dict:
+            state_dict[key] = state_dict[key][:sizes[i + 1]].clone()

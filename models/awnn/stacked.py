@@ -1,0 +1,476 @@
+"""S AWNN classifiers trained as one model (docs/STACKING.md): per-member ν and widths inside one
+shared capacity.
+
+Every tensor carries a leading member axis S and the capacity C_ℓ of each hidden layer (the
+largest width any member has needed, doubled when exceeded, for all members). Member i's active
+block is [i, :D_iℓ, ...]; everything outside it, parameters and optimiser state alike, is exactly
+zero, and member i's importance is exactly zero beyond D_iℓ (a mask), so one batched GEMM serves
+all widths and no gradient reaches inactive entries. Growth draws come from each member's own
+generator in the unstacked order (models/awnn/storage.py), so member i draws what the unstacked
+run of its seed draws.
+
+    stack = stack_adaptive([build(seed) for seed in seeds])       # nn.Sequential(Flatten, AdaptiveMLP)
+    out = stack(x)                                                 # [S, B, ...] or [B, ...] -> [S, B, C]
+    stack.update_widths(optimizer)                                 # after each step, per member
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.awnn.importance import Importance, softplus_host, target_width
+from models.awnn.mlp import AdaptiveMLP, grow_stds
+from models.awnn.storage import (draw_bias, draw_weight, fill_block, make_generator,
+                                 move_optimizer_state, resized, state_tensors, swap_parameter)
+
+SHARED_SETTINGS = ("in_features", "out_features", "num_hidden", "k", "max_width", "init",
+                   "grow_init", "importance", "activation_name", "has_out_bias", "nu_min")
+
+
+class StackedAdaptiveMLP(nn.Module):
+    """S AdaptiveMLP members: raw_nu [S, L], weight.ℓ [S, rows, cols], bias.ℓ [S, rows], in each
+    member's parameter order. Input [S, B, in] (a batch per member) or [B, in] (shared)."""
+
+    def __init__(self, members: list[AdaptiveMLP]):
+        super().__init__()
+        if not members:
+            raise ValueError("stacking needs at least one member")
+        first = members[0]
+        for j, m in enumerate(members):
+            if not isinstance(m, AdaptiveMLP):
+                raise TypeError(f"member {j} is {type(m).__name__}, not AdaptiveMLP")
+            diff = [s for s in SHARED_SETTINGS if getattr(m, s) != getattr(first, s)]
+            if diff:
+                raise ValueError(f"member {j} differs from member 0 in {diff}; stacked members "
+                                 f"share their architecture")
+        for s in SHARED_SETTINGS:
+            setattr(self, s, getattr(first, s))
+        self.members = len(members)
+        self._keys = list(first._keys)
+        self.activation = copy.deepcopy(first.activation)
+        self.gain = first.gain
+        self._widths = [m.widths for m in members]
+        caps = [max(w[layer] for w in self._widths) for layer in range(self.num_hidden)]
+        sizes = [self.in_features, *caps, self.out_features]
+        self.raw_nu = nn.Parameter(torch.stack([m.raw_nu.detach() for m in members]).clone())
+        self.weight = nn.ParameterList(
+            nn.Parameter(_stack_padded([m.weight[i].detach() for m in members],
+                                       (sizes[i + 1], sizes[i])))
+            for i in range(self.num_hidden + 1))
+        self.bias = nn.ParameterList(
+            nn.Parameter(_stack_padded([m.bias[i].detach() for m in members], (sizes[i + 1],)))
+            for i in range(len(first.bias)))
+        self.generators = [make_generator(state=m.generator.get_state()) for m in members]
+        self._frozen: set[int] = set()
+        self.storage_version = 0            # +1 whenever capacity growth replaces Parameters
+        device, dtype = self.raw_nu.device, self.raw_nu.dtype
+        self.register_buffer("_positions", torch.arange(max(caps), dtype=dtype, device=device),
+                             persistent=False)
+        for layer, cap in enumerate(caps):
+            mask = torch.zeros(self.members, cap, dtype=dtype, device=device)
+            for i, w in enumerate(self._widths):
+                mask[i, :w[layer]] = 1.0
+            self.register_buffer(f"_mask{layer}", mask, persistent=False)
+
+    # --- widths and importances -------------------------------------------------------------
+    @property
+    def widths(self) -> list[list[int]]:
+        """Hidden widths of every member, [S][L]."""
+        return [list(w) for w in self._widths]
+
+    @property
+    def capacities(self) -> list[int]:
+        return [self.weight[i].shape[1] for i in range(self.num_hidden)]
+
+    def nus(self) -> torch.Tensor:
+        nu = F.softplus(self.raw_nu)
+        return nu + self.nu_min if self.nu_min else nu
+
+    def masks(self) -> list[torch.Tensor]:
+        return [getattr(self, f"_mask{layer}") for layer in range(self.num_hidden)]
+
+    def importances(self) -> tuple[torch.Tensor, ...]:
+        """f(j; ν_iℓ) of every hidden layer, [S, C_ℓ] each, exactly 0 beyond member i's width."""
+        positions = [self._positions[:cap] if cap != len(self._positions) else self._positions
+                     for cap in self.capacities]
+        return Importance.apply(self.raw_nu, self.nu_min, self.importance == "authors",
+                                positions, self.masks())
+
+    # --- forward ----------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fs = self.importances()
+        weights, biases = self.weight._parameters, self.bias._parameters   # plain dict lookups
+        h = x
+        for i in range(self.num_hidden):
+            w = weights[self._keys[i]]
+            if i:
+                w = w * fs[i - 1].unsqueeze(1)              # AWNN eq. 14, folded as unstacked
+            h = self.activation(_batched_linear(h, w, biases[self._keys[i]]))
+        out_bias = biases[self._keys[self.num_hidden]] if self.has_out_bias else None
+        return _batched_linear(h, weights[self._keys[self.num_hidden]] * fs[-1].unsqueeze(1), out_bias)
+
+    # --- widths (Algorithm 1, per member) ---------------------------------------------------
+    def host_nus(self, raw: list[list[float]] | None = None) -> list[list[float]]:
+        raw = self.raw_nu.detach().tolist() if raw is None else raw
+        return [[softplus_host(r) + self.nu_min for r in row] for row in raw]
+
+    @torch.no_grad()
+    def update_widths(self, optimizer: torch.optim.Optimizer | None = None,
+                      raw: list[list[float]] | None = None) -> bool:
+        """Each member's widths from its own ν (a member with a non-finite ν, or zeroed after it
+        diverged, keeps its widths); capacity grows for all when any member needs it."""
+        nus = self.host_nus(raw)
+        targets = {}
+        for i, widths in enumerate(self._widths):
+            if i in self._frozen:
+                continue
+            target = [target_width(nu, self.k, self.max_width, d) for nu, d in zip(nus[i], widths)]
+            if target != widths:
+                targets[i] = target
+        self.resize_members(targets, optimizer, nus)
+        return bool(targets)
+
+    @torch.no_grad()
+    def resize_member(self, i: int, new_widths: list[int], optimizer=None) -> None:
+        """Member i's hidden widths -> new_widths (see `resize_members`)."""
+        self.resize_members({i: new_widths}, optimizer)
+
+    @torch.no_grad()
+    def resize_members(self, targets: dict[int, list[int]], optimizer=None,
+                       nus: list[list[float]] | None = None) -> None:
+        """Members' hidden widths -> targets[i]. Leaving entries and their optimiser state are
+        zeroed for all members at once (masked fills); each growing member then draws its fresh
+        neurons from its own generator in the unstacked order."""
+        targets = {i: [int(w) for w in widths] for i, widths in targets.items()
+                   if [int(w) for w in widths] != self._widths[i]}
+        if not targets:
+            return
+        for i, widths in targets.items():
+            self._check_member(i)
+            if len(widths) != self.num_hidden or any(w < 1 for w in widths):
+                raise ValueError(f"member {i}: widths {widths} must be {self.num_hidden} "
+                                 f"integers >= 1")
+        for layer, cap in enumerate(self.capacities):
+            need = max(widths[layer] for widths in targets.values())
+            if need > cap:
+                self._set_capacity(layer, capacity_for(need), optimizer)
+        nus = self.host_nus() if nus is None else nus
+        old = {i: self._widths[i] for i in targets}
+        for i, widths in targets.items():
+            self._widths[i] = widths
+        self._rebuild_masks()
+        shrunk = [any(widths[layer] < old[i][layer] for i, widths in targets.items())
+                  for layer in range(self.num_hidden)]
+        self._zero_inactive(shrunk, optimizer)
+        for i, widths in targets.items():
+            self._draw_member(i, old[i], widths, nus[i])
+        for layer, cap in enumerate(self.capacities):          # every member far below: shrink
+            need = max(widths[layer] for widths in self._widths)
+            if need <= cap // 2 and capacity_for(need) < cap:
+                self._set_capacity(layer, capacity_for(need), optimizer)
+
+    def _rebuild_masks(self) -> None:
+        """Masks from the widths: 1 for j < D_iℓ, else 0 (one host-to-device copy)."""
+        masks = self.masks()
+        widths = torch.tensor(self._widths, dtype=masks[0].dtype, device=masks[0].device)
+        for layer, mask in enumerate(masks):
+            torch.lt(self._positions[:mask.shape[1]], widths[:, layer, None], out=mask)
+
+    def _zero_inactive(self, shrunk: list[bool], optimizer) -> None:
+        """Zero every entry outside its member's active block (parameters and per-entry optimiser
+        state) of the tensors that a shrinking hidden layer touches."""
+        drops = [mask == 0 for mask in self.masks()]           # [S, C_ℓ] bool
+        for layer, done in enumerate(shrunk):
+            if not done:
+                continue
+            drop = drops[layer]
+            for param, where in ((self.weight[layer], drop.unsqueeze(2)), (self.bias[layer], drop),
+                                 (self.weight[layer + 1], drop.unsqueeze(1))):
+                param.data.masked_fill_(where, 0.0)
+                for state, key in state_tensors(param, optimizer):
+                    state[key].masked_fill_(where, 0.0)
+
+    def _draw_member(self, i: int, old_widths: list[int], new_widths: list[int],
+                     nus: list[float]) -> None:
+        """Fresh entries of member i (its generator, the unstacked order); their optimiser state
+        is already zero (inactive until now)."""
+        old = [self.in_features, *old_widths, self.out_features]
+        new = [self.in_features, *new_widths, self.out_features]
+        gen = self.generators[i]
+        for layer in range(self.num_hidden + 1):
+            old_shape, new_shape = (old[layer + 1], old[layer]), (new[layer + 1], new[layer])
+            if new_shape[0] <= old_shape[0] and new_shape[1] <= old_shape[1]:
+                continue                                        # nothing enters
+            std, bias_std = grow_stds(self, layer, new_widths, nus)
+            weight = self.weight[layer]
+            rows, cols = draw_weight(old_shape, new_shape, std, gen, weight.dtype)
+            _fill(weight.data[i], old_shape, new_shape, rows, cols)
+            if layer < self.num_hidden:
+                fresh = draw_bias(old_shape[0], new_shape[0], bias_std, gen, weight.dtype)
+                _fill(self.bias[layer].data[i], old_shape[:1], new_shape[:1], fresh, None)
+
+    def _set_capacity(self, layer: int, cap: int, optimizer, keep_identity: bool = False) -> None:
+        """Capacity of hidden layer `layer` -> cap, for every member (zero padding, or cutting
+        entries that are inactive for every member)."""
+        S = self.members
+        self.storage_version += 1
+        _reallocate(self.weight, layer, (S, cap, self.weight[layer].shape[2]), optimizer, keep_identity)
+        _reallocate(self.bias, layer, (S, cap), optimizer, keep_identity)
+        _reallocate(self.weight, layer + 1, (S, self.weight[layer + 1].shape[1], cap), optimizer,
+                    keep_identity)
+        name = f"_mask{layer}"
+        setattr(self, name, resized(getattr(self, name), (S, cap)))
+        if len(self._positions) != max(self.capacities):
+            self._positions = torch.arange(max(self.capacities), dtype=self._positions.dtype,
+                                           device=self._positions.device)
+
+    # --- per-member state (docs/STACKING.md) ------------------------------------------------
+    def _check_member(self, i: int) -> None:
+        if not (isinstance(i, int) and 0 <= i < self.members):
+            raise IndexError(f"member {i!r} is out of range; this stack has members "
+                             f"0..{self.members - 1}")
+
+    def _blocks(self, i: int) -> dict[str, tuple]:
+        """Member i's active block of every parameter, by parameter name."""
+        sizes = [self.in_features, *self._widths[i], self.out_features]
+        blocks = {"raw_nu": (i,)}
+        for layer in range(self.num_hidden + 1):
+            blocks[f"weight.{layer}"] = (i, slice(0, sizes[layer + 1]), slice(0, sizes[layer]))
+        for layer in range(len(self.bias)):
+            blocks[f"bias.{layer}"] = (i, slice(0, sizes[layer + 1]))
+        return blocks
+
+    def member_state_dict(self, i: int, prefix: str = "") -> dict:
+        """What member i's unstacked AdaptiveMLP `state_dict()` holds (copies)."""
+        self._check_member(i)
+        params = dict(self.named_parameters())
+        out = {prefix + name: params[name].detach()[index].clone()
+               for name, index in self._blocks(i).items()}
+        out[prefix + "_extra_state"] = {"grow_rng": self.generators[i].get_state()}
+        return out
+
+    @torch.no_grad()
+    def load_member_state_dict(self, i: int, state: dict, prefix: str = "") -> None:
+        """Load an unstacked member's `state_dict()` into member i (load before training and
+        before the optimiser state: capacity may grow by swapping `.data`)."""
+        self._check_member(i)
+        expected = set(self._blocks(i)) | {"_extra_state"}
+        got = {k[len(prefix):] for k in state if k.startswith(prefix)}
+        if got != expected:
+            raise KeyError(f"member state dict does not fit this stack: missing "
+                           f"{sorted(expected - got)}, unexpected {sorted(got - expected)}")
+        widths = [int(state[f"{prefix}weight.{layer}"].shape[0]) for layer in range(self.num_hidden)]
+        for layer, (w, cap) in enumerate(zip(widths, self.capacities)):
+            if w > cap:
+                self._set_capacity(layer, capacity_for(w), None, keep_identity=True)
+        self._widths[i] = widths
+        for layer, mask in enumerate(self.masks()):
+            mask[i].zero_()
+            mask[i, :widths[layer]].fill_(1.0)
+        params = dict(self.named_parameters())
+        for name, index in self._blocks(i).items():
+            value = state[prefix + name]
+            target = params[name].data
+            target[i].zero_()
+            if target[index].shape != value.shape:
+                raise ValueError(f"{name}: member tensor of shape {tuple(value.shape)} does not "
+                                 f"fit {tuple(target[index].shape)}")
+            target[index] = value.to(target)
+        self.generators[i].set_state(state[prefix + "_extra_state"]["grow_rng"].detach().cpu())
+        self._frozen.discard(i)
+
+    @torch.no_grad()
+    def zero_member(self, i: int, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Zero member i's parameters and optimiser state (a diverged member) and keep its
+        widths from then on, so that its NaNs stop flowing and it stops resizing."""
+        self._check_member(i)
+        for p in self.parameters():
+            p.data[i].zero_()
+            for state, key in state_tensors(p, optimizer):
+                state[key][i].zero_()
+        self._frozen.add(i)
+
+    def member_optimizer_state(self, optimizer: torch.optim.Optimizer, i: int) -> dict:
+        """The `state_dict()` member i's unstacked optimiser would hold: per-entry state tensors cut
+        to member i's active blocks, shared entries (Adam's step) kept, same param groups."""
+        self._check_member(i)
+        blocks = self._param_blocks(i)
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        state = {}
+        for k, p in enumerate(params):
+            if not optimizer.state.get(p):
+                continue
+            block = blocks.get(id(p))
+            state[k] = {key: (v[block].clone() if block is not None and torch.is_tensor(v)
+                              and v.shape == p.shape else
+                              v.clone() if torch.is_tensor(v) else copy.deepcopy(v))
+                        for key, v in optimizer.state[p].items()}
+        groups, start = [], 0
+        for group in optimizer.param_groups:
+            n = len(group["params"])
+            groups.append({**copy.deepcopy({k: v for k, v in group.items() if k != "params"}),
+                           "params": list(range(start, start + n))})
+            start += n
+        return {"state": state, "param_groups": groups}
+
+    @torch.no_grad()
+    def load_member_optimizer_state(self, optimizer: torch.optim.Optimizer, i: int,
+                                    state_dict: dict) -> None:
+        """Load member i's unstacked optimiser `state_dict()` (after `load_member_state_dict`)."""
+        self._check_member(i)
+        blocks = self._param_blocks(i)
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        ids = [pid for g in state_dict["param_groups"] for pid in g["params"]]
+        if len(ids) != len(params):
+            raise ValueError(f"member optimiser state has {len(ids)} parameters; the stacked "
+                             f"optimiser has {len(params)}")
+        by_id = dict(zip(ids, params))
+        for pid, entries in state_dict["state"].items():
+            p = by_id[pid]
+            block = blocks.get(id(p))
+            own = optimizer.state[p]
+            for key, value in entries.items():
+                if block is not None and torch.is_tensor(value) and value.ndim >= 1:
+                    if key not in own:
+                        own[key] = torch.zeros_like(p)
+                    own[key][i].zero_()
+                    own[key][block] = value.to(own[key])
+                else:
+                    own[key] = value.clone() if torch.is_tensor(value) else copy.deepcopy(value)
+        for own_group, group in zip(optimizer.param_groups, state_dict["param_groups"]):
+            own_group.update(copy.deepcopy({k: v for k, v in group.items() if k != "params"}))
+
+    def _param_blocks(self, i: int) -> dict[int, tuple]:
+        params = dict(self.named_parameters())
+        return {id(params[name]): index for name, index in self._blocks(i).items()}
+
+    def extra_repr(self) -> str:
+        return (f"members={self.members}, in={self.in_features}, out={self.out_features}, "
+                f"capacities={self.capacities}, activation={self.activation_name}, "
+                f"importance={self.importance}")
+
+
+def capacity_for(width: int) -> int:
+    """Shared capacity for a largest member width: 25% headroom, so that growth reallocates
+    rarely and the batched GEMMs carry at most ~2x the widest member (capacity shrinks when every
+    member falls to half of it)."""
+    return max(width + 1, math.ceil(1.25 * width))
+
+
+def _batched_linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """Member i: h[i] @ w[i]^T + b[i]. h [S, B, in] or a shared batch [B, in] (also an [S, B, in]
+    expanded from one batch): then one GEMM against all members' rows side by side."""
+    S = w.shape[0]
+    if h.ndim == 2 or h.stride(0) == 0:
+        shared = h if h.ndim == 2 else h[0]
+        out = F.linear(shared, w.flatten(0, 1), None if b is None else b.flatten())
+        return out.view(len(shared), S, w.shape[1]).transpose(0, 1)
+    if b is None:
+        return torch.bmm(h, w.transpose(1, 2))
+    return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+
+
+def _stack_padded(tensors: list[torch.Tensor], shape: tuple) -> torch.Tensor:
+    return torch.stack([resized(t, shape) for t in tensors])
+
+
+def _fill(target: torch.Tensor, old: tuple, new: tuple, rows, cols) -> None:
+    fill_block(target, old, new, *(None if t is None else t.to(target.device) for t in (rows, cols)))
+
+
+def _reallocate(params: nn.ParameterList, index: int, shape: tuple, optimizer,
+                keep_identity: bool) -> None:
+    """params[index] zero-padded to `shape`, optimiser state too (new Parameter unless
+    keep_identity, which swaps `.data`: only before training)."""
+    old = params[index]
+    if keep_identity:
+        old.data = resized(old.data, shape)
+        old.grad = None
+        for state, key in state_tensors(old, optimizer) if optimizer is not None else []:
+            state[key] = resized(state[key], shape)
+        return
+    old, new = swap_parameter(params, index, resized(old.detach(), shape))
+    move_optimizer_state(optimizer, [(old, new, lambda s: resized(s, shape))])
+
+
+class MemberFlatten(nn.Module):
+    """[S, B, *sample] -> [S, B, in] (a batch per member) or [B, *sample] -> [B, in] (shared)."""
+
+    def __init__(self, members: int, in_features: int, input_shape: tuple[int, ...] | None = None):
+        super().__init__()
+        self.members, self.in_features = members, in_features
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_shape is not None:
+            per_member = x.ndim == len(self.input_shape) + 2
+        else:
+            per_member = (x.ndim >= 3 and x.shape[0] == self.members
+                          and math.prod(x.shape[2:]) == self.in_features)
+            shared = x.ndim >= 2 and math.prod(x.shape[1:]) == self.in_features
+            if per_member and shared:
+                raise ValueError(f"input of shape {tuple(x.shape)} reads as one batch per member "
+                                 f"and as one shared batch; stack with input_shape=<one sample's "
+                                 f"shape> to decide by rank")
+        if per_member and x.shape[0] != self.members:
+            raise ValueError(f"input of shape {tuple(x.shape)} has {x.shape[0]} member batches; "
+                             f"this stack has {self.members} members")
+        flat = x.flatten(2) if per_member else x.flatten(1)
+        if flat.shape[-1] != self.in_features:
+            raise ValueError(f"input of shape {tuple(x.shape)} does not flatten to "
+                             f"in_features={self.in_features} per sample")
+        return flat
+
+
+class StackedAdaptiveClassifier(nn.Sequential):
+    """S AWNN classifiers nn.Sequential(nn.Flatten, AdaptiveMLP) as one: the same state keys
+    ("1.raw_nu", ...) and parameter order as a member, with a leading member axis."""
+
+    def __init__(self, members: list[nn.Sequential], input_shape: tuple[int, ...] | None = None):
+        for j, m in enumerate(members):
+            if not (type(m) is nn.Sequential and len(m) == 2 and isinstance(m[0], nn.Flatten)
+                    and m[0].start_dim == 1 and m[0].end_dim == -1 and isinstance(m[1], AdaptiveMLP)):
+                raise TypeError(f"member {j} is not nn.Sequential(nn.Flatten(1), AdaptiveMLP) "
+                                f"(the AWNN classifier of models/awnn build)")
+        mlp = StackedAdaptiveMLP([m[1] for m in members])
+        super().__init__(MemberFlatten(len(members), mlp.in_features, input_shape), mlp)
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
+
+    @property
+    def members(self) -> int:
+        return self[1].members
+
+    @property
+    def widths(self) -> list[list[int]]:
+        return self[1].widths
+
+    def update_widths(self, optimizer=None) -> bool:
+        return self[1].update_widths(optimizer)
+
+    def member_state_dict(self, i: int) -> dict:
+        return self[1].member_state_dict(i, prefix="1.")
+
+    def load_member_state_dict(self, i: int, state: dict) -> None:
+        self[1].load_member_state_dict(i, state, prefix="1.")
+
+    def zero_member(self, i: int, optimizer: torch.optim.Optimizer | None = None) -> None:
+        self[1].zero_member(i, optimizer)
+
+    def member_optimizer_state(self, optimizer: torch.optim.Optimizer, i: int) -> dict:
+        return self[1].member_optimizer_state(optimizer, i)
+
+    def load_member_optimizer_state(self, optimizer: torch.optim.Optimizer, i: int,
+                                    state_dict: dict) -> None:
+        self[1].load_member_optimizer_state(optimizer, i, state_dict)
+
+
+def stack_adaptive(models: list[nn.Module], input_shape: tuple[int, ...] | None = None) -> nn.Module:
+    """One stacked module from S unstacked AWNN classifiers nn.Sequential(nn.Flatten, AdaptiveMLP)
+    (each built with its own seed, so each keeps its own init and growth generator)."""
+    if not models:
+        raise ValueError("stack_adaptive needs at least one member")
+    return StackedAdaptiveClassifier(list(models), input_shape)
