@@ -61,6 +61,6 @@ def test_experiment_smoke_runs(name, tiny_root, tmp_path):
     assert len(summaries) == len(jobs), proc.stdout[-3000:]
     failed = [s for s in summaries if s["status"] != "finished"]
     assert not failed, "\n".join(f"{s['key']}: {s.get('error')}\n{s.get('traceback', '')}" for s in failed)
-    table = tmp_path / "results" / "tables" / f"{name}.md"
+    table = tmp_path / "results" / "tables" / f"{name}.smoke.md"
     assert table.exists(), proc.stdout[-3000:]
     assert f"({len(jobs)}/{len(jobs)} runs finished)" in proc.stdout

@@ -15,16 +15,15 @@ from experiments.run import execute
 from experiments.schema import validate
 from tests.helpers import compose_config, run_cli
 
-BASE = ("dataset=digits", "model=fcn", "model.widths=[16]", "optimizer.lr=0.05",
-        "train.batch_size=64", "train.epochs=3", "train.dtype=float64", "run.progress=false",
-        "run.checkpoint_interval_s=0")
+RUN = ("train.epochs=3", "train.dtype=float64", "run.progress=false", "run.checkpoint_interval_s=0")
+BASE = ("dataset=digits", "model=fcn", "model.widths=[16]", "optimizer.lr=0.05", "train.batch_size=64", *RUN)
 SEEDS = (0, 1, 2)
 
 
-def stack_job(results: Path, *extra, seeds=SEEDS, per_member=None):
+def stack_job(results: Path, *extra, seeds=SEEDS, per_member=None, base=BASE):
     """Write the stack file the sweeper would write; return the launched job's config."""
     per_member = per_member or [()] * len(seeds)
-    overrides = [[*BASE, *extra, *own, f"seed={s}", f"run.results_dir={results}"]
+    overrides = [[*base, *extra, *own, f"seed={s}", f"run.results_dir={results}"]
                  for s, own in zip(seeds, per_member)]
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -40,8 +39,8 @@ def stack_job(results: Path, *extra, seeds=SEEDS, per_member=None):
     return compose_config(*overrides[0], f"run.stack_file={path}"), jobs
 
 
-def unstacked(results: Path, *extra, seed: int):
-    cfg = compose_config(*BASE, *extra, f"seed={seed}", f"run.results_dir={results}")
+def unstacked(results: Path, *extra, seed: int, base=BASE):
+    cfg = compose_config(*base, *extra, f"seed={seed}", f"run.results_dir={results}")
     summary = execute(cfg)
     return summary, records.run_dir(validate(cfg))
 
@@ -56,7 +55,16 @@ def assert_same_run(a: Path, b: Path, tol: float = 1e-9) -> None:
     wb = records.load_checkpoint(b)["model"]
     assert wa.keys() == wb.keys()
     for k in wa:
-        assert torch.allclose(wa[k], wb[k], rtol=0, atol=tol), k
+        assert same(wa[k], wb[k], tol), k
+
+
+def same(a, b, tol: float) -> bool:
+    if torch.is_tensor(a):
+        return torch.is_tensor(b) and a.shape == b.shape and (
+            torch.allclose(a, b, rtol=0, atol=tol) if a.is_floating_point() else torch.equal(a, b))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k], tol) for k in a)
+    return a == b
 
 
 REGIMES = {
@@ -163,3 +171,17 @@ def test_sweep_with_run_stack_gives_the_unstacked_table(tmp_path):
     assert (a["mean_final"] - b["mean_final"]).abs().max() < 1e-3, alone.stdout[-1000:]
     summaries = [json.loads(p.read_text()) for p in (tmp_path / "s").glob("runs/demo_digits/*/summary.json")]
     assert all(s["stack"]["size"] == 3 for s in summaries)
+
+
+AWNN = ("dataset=spiral", "model=awnn_mlp", "model.nu0=0.05", "regime=awnn",
+        "regime.awnn.sigma_theta=10", "optimizer=adam", "optimizer.lr=0.01", "train.batch_size=128")
+
+
+def test_awnn_members_match_their_runs_through_width_changes(tmp_path):
+    cfg, jobs = stack_job(tmp_path / "stacked", *AWNN, base=RUN)
+    assert execute(cfg)["status"] == "finished"
+    for seed, job in zip(SEEDS, jobs):
+        _, directory = unstacked(tmp_path / "alone", *AWNN, seed=seed, base=RUN)
+        assert_same_run(directory, job.directory)
+        widths = pd.read_csv(job.directory / "metrics.csv")["width/total"]
+        assert widths.iloc[-1] != 48            # nu0=0.05 starts at width 48: it changed
