@@ -1,4 +1,4 @@
-# make demo | make test | make reproduce-table1 [PROFILE=quick] | make sweep EXP=nb_table1
+# make demo | make test | make reproduce-table1 [PROFILE=quick] | make sweep EXP=nb_table1 | make claims
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -9,7 +9,7 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 RUN    := $(BIN)/python -m experiments.run
 TABLE1 := nb_table1 awnn_table1
 
-.PHONY: install test test-all demo reproduce-table1 tables sweep bench clean-results
+.PHONY: install test test-all check-device demo reproduce-table1 tables claims sweep bench clean-results
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -24,6 +24,9 @@ test: install
 test-all: install            ## include the slow tests
 	$(BIN)/pytest -m ""
 
+check-device: install        ## device-sensitive checks on this host's GPU (CPU when none), one line each
+	$(BIN)/python scripts/check_device.py
+
 SYNTHETIC := [double_moon_fixed,double_moon_awnn,spiral_fixed,spiral_awnn,spiral_hard_fixed,spiral_hard_awnn]
 
 demo: install                ## embedded data only, quick budget, ~10 min on 2 CPU cores
@@ -31,18 +34,21 @@ demo: install                ## embedded data only, quick budget, ~10 min on 2 C
 	$(RUN) -m experiment=demo_digits profile=quick
 	@echo "tables: results/tables/awnn_table1.md (synthetic rows) results/tables/demo_digits.md"
 
-reproduce-table1: install    ## NB Table 1 and AWNN Table 1 at PROFILE (paper | quick | smoke)
-	@for exp in $(TABLE1); do $(RUN) -m experiment=$$exp profile=$(PROFILE) || exit 1; done
+reproduce-table1: install    ## NB Table 1 and AWNN Table 1 at PROFILE (paper | quick | smoke); ARGS=run.stack=true ...
+	@for exp in $(TABLE1); do $(RUN) -m experiment=$$exp profile=$(PROFILE) $(ARGS) || exit 1; done
 	@echo "tables: $(foreach e,$(TABLE1),results/tables/$(e).md)"
 
 sweep: install               ## any experiment: make sweep EXP=nb_fashion PROFILE=quick
 	$(RUN) -m experiment=$(EXP) profile=$(PROFILE) $(ARGS)
 
-tables: install              ## rebuild one table from finished runs: make tables EXP=nb_table1
-	$(BIN)/python -m experiments.tables $(EXP) profile=$(PROFILE)
+tables: install              ## rebuild one table from its manifest and runs: make tables EXP=nb_table1
+	$(BIN)/python -m experiments.tables $(EXP) profile=$(PROFILE) $(ARGS)
+
+claims: install              ## the claims ledger results/claims.md from the run records
+	$(BIN)/python -m experiments.claims
 
 bench: install
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
 
-clean-results:
-	rm -rf results/runs results/hydra results/cache
+clean-results:                ## per-machine outputs only (run records are committed: see results/README.md)
+	rm -rf results/hydra results/cache results/wandb

@@ -139,6 +139,27 @@ def read_stack_file(path: str | Path) -> list[dict]:
     return records.read_json(Path(path))["members"]
 
 
+def reuse_finished(jobs: list[PlannedJob]) -> list[PlannedJob]:
+    """Point jobs at a finished run with the same key in another experiment's folder (identity
+    leaves the experiment out: nb_fb_start's no-FB columns are nb_table1's plain/l1/l2 runs).
+    Returns the jobs reused; they are not launched."""
+    reused = []
+    for job in jobs:
+        if job.cfg.run.force or finished(job.directory):
+            continue
+        for other in sorted(job.directory.parent.parent.glob(f"*/{job.key}")):
+            if other != job.directory and finished(other):
+                job.directory = other
+                reused.append(job)
+                break
+    return reused
+
+
+def finished(directory: Path) -> bool:
+    summary = records.read_summary(directory)
+    return bool(summary and summary.get("status") in ("finished", "diverged"))
+
+
 # --------------------------------------------------------------------------- manifests
 def table_tag(cli_overrides: list[str]) -> str:
     kept = sorted(o for o in cli_overrides if not o.lstrip("+~").startswith(NOT_TABLE_KEYS))

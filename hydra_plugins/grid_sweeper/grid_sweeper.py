@@ -104,8 +104,12 @@ class GridSweeper(BasicSweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        reused = plan.reuse_finished(jobs)
+        for job in reused:
+            print(f"[sweep] reuse {job.directory.parent.name}/{job.key} (finished, same key)")
         launched = self._write_manifests(jobs, arguments, sweep_dir)
-        groups = plan.stack_groups(jobs)
+        skip = {id(j) for j in reused}
+        groups = plan.stack_groups([j for j in jobs if id(j) not in skip])
         batch = []
         for i, group in enumerate(groups):
             if len(group) == 1:
@@ -146,8 +150,4 @@ class GridSweeper(BasicSweeper):
         records.write_json(sweep_dir / "manifest.json", body)
         plan.merge_manifest(plan.manifest_path(first.run.results_dir, first.experiment,
                                                first.profile.name, arguments), body)
-        done = 0
-        for job in jobs:
-            summary = records.read_summary(job.directory)
-            done += bool(summary and summary.get("status") in ("finished", "diverged"))
-        return len(jobs) - done
+        return sum(not plan.finished(job.directory) for job in jobs)
