@@ -50,6 +50,7 @@ def load_data(cfg: DictConfig, data_cfg: DictConfig, device: torch.device):
     """Load a data set. `data.root` and `data.cache` are resolved here, once, against the project
     root (data/paths.py), so every loader sees absolute paths."""
     schema, loader = _entry(cfg.name)
-    data_cfg = OmegaConf.merge(data_cfg, {"root": str(resolve(data_cfg.root)),
-                                          "cache": str(resolve(data_cfg.cache))})
+    if data_cfg is not None:
+        data_cfg = OmegaConf.merge(data_cfg, {"root": str(resolve(data_cfg.root)),
+                                              "cache": str(resolve(data_cfg.cache))})
     return loader(OmegaConf.merge(OmegaConf.structured(schema), cfg), data_cfg, device)

@@ -64,3 +64,14 @@ def test_experiment_smoke_runs(name, tiny_root, tmp_path):
     table = tmp_path / "results" / "tables" / f"{name}.smoke.md"
     assert table.exists(), proc.stdout[-3000:]
     assert f"({len(jobs)}/{len(jobs)} runs finished)" in proc.stdout
+
+
+def test_a_run_shared_by_two_experiments_trains_once(tiny_root, tmp_path):
+    """nb_fb_start's no-FB columns are nb_table1's plain/l1/l2 runs (same key): reused, not rerun."""
+    common = ["profile=smoke", f"data.root={tiny_root}", f"data.cache={tmp_path / 'cache'}",
+              f"run.results_dir={tmp_path / 'results'}", "run.progress=false", "hydra.sweeper.only=[fcn23]"]
+    run_cli("-m", "experiment=nb_table1", *common)
+    proc = run_cli("-m", "experiment=nb_fb_start", *common)
+    assert proc.stdout.count("[sweep] reuse nb_table1/") == 6, proc.stdout[-2000:]
+    assert proc.stdout.count("[run] finished") == 6
+    assert "(12/12 runs finished)" in proc.stdout
