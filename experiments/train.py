@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from data.tensors import iterate
 from experiments.regimes import RunContext
+from models.batchnorm import recalibrate_batchnorm
 
 
 # --------------------------------------------------------------------------- task: loss, metrics
@@ -128,6 +129,9 @@ def fit(ctx: RunContext, regime, scheduler, state: LoopState, generator: torch.G
         state.elapsed += epoch_time
 
         row = {"epoch": epoch + 1, "train_loss": train_loss, "time": epoch_time}
+        if cfg.train.bn_recalibrate:
+            recalibrate_batchnorm(ctx.model, data.train, cfg.train.batch_size,
+                                  cfg.train.bn_recalibrate_batches, seed=cfg.seed)
         if cfg.train.eval_train:
             row.update({f"train_{k}": v for k, v in evaluate(ctx.model, data.train, task,
                                                              cfg.train.eval_batch_size, pad_id).items()})
