@@ -57,15 +57,13 @@ class Adjacency(torch.autograd.Function):
 
 def _csr(rows: torch.Tensor, cols: torch.Tensor, n: int, dtype: torch.dtype) -> torch.Tensor:
     """n x n CSR matrix with a 1 at every (row, col) (a repeated pair counts twice)."""
-    if not bool((rows[1:] >= rows[:-1]).all()):  # batches arrive sorted by source: sort only A
-        order = torch.sort(rows, stable=True).indices
-        rows, cols = rows[order], cols[order]
+    order = torch.sort(rows, stable=True).indices
     crow = torch.zeros(n + 1, dtype=torch.long, device=rows.device)
     crow[1:] = torch.cumsum(torch.bincount(rows, minlength=n), 0)
     values = torch.ones(len(cols), dtype=dtype, device=rows.device)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return torch.sparse_csr_tensor(crow, cols, values, (n, n), check_invariants=False)
+        return torch.sparse_csr_tensor(crow, cols[order], values, (n, n), check_invariants=False)
 
 
 def adjacency(edge_index: torch.Tensor, num_nodes: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,8 +102,8 @@ class NodeBlock(nn.Sequential):
 class GIN(nn.Module):
     def __init__(self, num_node_features: int, num_classes: int, num_layers: int = 2,
                  hidden: int = 64, adaptive: bool = True, nu0: float = 0.02,
-                 activation: str = "leaky_relu", pooling: str = "sum", dropout: float = 0.0,
-                 batch_norm: bool = True, train_eps: bool = True):
+                 activation: str = "leaky_relu", pooling: str = "mean", dropout: float = 0.0,
+                 batch_norm: bool = True, train_eps: bool = True, embed_batch_norm: bool = False):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling={pooling!r} is unknown; allowed: {sorted(POOLINGS)}")
@@ -123,15 +121,15 @@ class GIN(nn.Module):
                 mlp = FixedMLP(in_features, hidden, hidden, activation)
             return NodeBlock(mlp, hidden, norm)
 
-        self.embed = block(num_node_features, norm=False)
+        self.embed = block(num_node_features, norm=embed_batch_norm)
         self.convs = nn.ModuleList(GINLayer(block(hidden, batch_norm), train_eps=train_eps)
                                    for _ in range(num_layers))
         self.classifier = nn.Linear((num_layers + 1) * hidden, num_classes)
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, batch: torch.Tensor,
                 num_graphs: int) -> torch.Tensor:
-        # Explicit size=num_graphs: pooling would otherwise read batch.max() (a device sync).
         h = self.embed(x)
+        # Explicit size=num_graphs: pooling would otherwise read batch.max() (a device sync).
         readouts = [self.pool(h, batch, size=num_graphs)]
         adj = adjacency(edge_index, len(x), h.dtype)
         for conv in self.convs:
@@ -148,14 +146,16 @@ class GINConfig:
     adaptive: bool = True
     nu0: float = 0.02
     activation: str = "leaky_relu"  # the authors' NCI1/REDDIT-B configs *(code)*
-    pooling: str = "sum"
+    pooling: str = "mean"
     dropout: float = 0.0
     batch_norm: bool = True
     train_eps: bool = True
+    embed_batch_norm: bool = False
 
 
 def build(cfg: GINConfig, info: dict) -> GIN:
     return GIN(info["num_node_features"], info["num_classes"], num_layers=cfg.num_layers,
                hidden=cfg.hidden, adaptive=cfg.adaptive, nu0=cfg.nu0,
                activation=cfg.activation, pooling=cfg.pooling, dropout=cfg.dropout,
-               batch_norm=cfg.batch_norm, train_eps=cfg.train_eps)
+               batch_norm=cfg.batch_norm, train_eps=cfg.train_eps,
+               embed_batch_norm=cfg.embed_batch_norm)

@@ -33,7 +33,7 @@ def small_gin(**kw) -> GIN:
 
 
 VARIANTS = [dict(adaptive=False), dict(adaptive=True), dict(adaptive=False, batch_norm=False),
-            dict(adaptive=True, pooling="mean", num_layers=4)]
+            dict(adaptive=True, pooling="sum", num_layers=4), dict(adaptive=True, embed_batch_norm=True)]
 
 
 @pytest.mark.parametrize("kw", VARIANTS)
