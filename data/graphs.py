@@ -196,7 +196,7 @@ def load(cfg: TUConfig, data_cfg, device) -> DataBundle:
     return DataBundle(
         train=train, val=val, test=test, task="classification",
         info={"num_node_features": graphs.x.shape[1], "num_classes": int(graphs.target.max()) + 1,
-              "n_train": len(train)},
+              "n_train": len(train), "constant_node_features": cfg.node_features == "constant"},
         splits={"splits_file": str(splits_path), "generated": generated, "fold": cfg.fold,
                 "node_features": cfg.node_features,
                 "split_seed": cfg.split_seed, "fraction": cfg.fraction, "n_train": len(train),

@@ -74,7 +74,7 @@ def test_nci1_folds_from_file(tmp_path, nci1_root):
     assert torch.equal(b.test.target, ref.y[folds[1]["test"]])
     assert torch.equal(b.val.target, ref.y[folds[1]["model_selection"][0]["validation"]])
     assert (len(b.train), len(b.val), len(b.test)) == (26, 4, 10)
-    assert b.info == {"num_node_features": 3, "num_classes": 2, "n_train": 26}
+    assert b.info == {"num_node_features": 3, "num_classes": 2, "n_train": 26, "constant_node_features": False}
     assert b.splits["fold"] == 1 and not b.splits["generated"]
     assert files_under(nci1_root) == before  # nothing written next to the raw files
     (x, edge_index, batch, num_graphs), y = b.test.take(torch.arange(len(b.test)))
@@ -155,6 +155,7 @@ def test_reddit_node_features(tmp_path, reddit_root, node_features):
     expected = torch.ones(len(x)) if node_features == "constant" else degree(edge_index[0], len(x))
     assert torch.equal(x.view(-1), expected) and set(y.tolist()) == {0, 1}
     assert b.splits["node_features"] == node_features
+    assert b.info["constant_node_features"] == (node_features == "constant")
 
 
 def test_degree_features_read_the_degree_splits_when_present(tmp_path, reddit_root):

@@ -165,13 +165,18 @@ def test_builds_from_the_real_config():
 def test_constant_node_features_train_the_embedding(adaptive):
     """REDDIT-B without node labels: every node's feature is 1, so the embedding MLP's output has
     zero variance over a batch. A BatchNorm there would output its bias whatever the MLP's weights
-    (zero gradient) in train mode and amplify its running mean's lag by 1/sqrt(eps) in eval mode."""
-    model = small_gin(adaptive=adaptive).train()
+    (zero gradient) in train mode and amplify its running mean's lag by 1/sqrt(eps) in eval mode:
+    `build` leaves it out when the data set says its node features are constant."""
+    cfg = validate_model_config(OmegaConf.merge(OmegaConf.load(CONF), {"adaptive": adaptive}))
+    info = {"num_node_features": F, "num_classes": C}
+    torch.manual_seed(0)
+    constant = build_model(cfg, {**info, "constant_node_features": True}).train()
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in constant.embed.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in build_model(cfg, info).embed.modules())
     graphs = [random_graph(n, seed) for seed, n in enumerate([5, 8, 6])]
     for g in graphs:
         g.x = torch.ones(g.num_nodes, F)
-    out = model(*inputs(graphs))
+    out = constant(*inputs(graphs))
     torch.nn.functional.cross_entropy(out, torch.tensor([0, 1, 2])).backward()
-    first = next(p for p in model.embed.parameters() if p.ndim == 2)
+    first = next(p for p in constant.embed.parameters() if p.ndim == 2)
     assert first.grad.abs().sum() > 0
-    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in model.embed.modules())
