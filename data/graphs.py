@@ -6,6 +6,11 @@ Errica et al. (a list of folds `{"test": [...], "model_selection": [{"train": [.
 "validation": [...]}]}`, 0-based graph indices); without one, folds are generated (stratified
 10-fold, stratified 10% validation holdout, fixed seed) and written to the cache.
 Batches are built on the device by `GraphSplit.take` with vectorised gathers.
+
+Node features: NCI1 has node labels (one-hot, 37 features). REDDIT-BINARY has none; as in
+Errica et al. the loader builds one feature per node, `constant` (1, AWNN's authors' setting
+and Errica's `_1` splits) or `degree` (the node's number of neighbours, Errica's `_DEGREE`
+splits, read from <root>/TUDataset/splits/degree/ when that file exists).
 """
 from __future__ import annotations
 
@@ -18,12 +23,13 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from data.paths import resolve
 from data.tensors import DataBundle, stratified_indices
 from data.text import atomic_write, check_choice, missing_files_error
 
 TU_NAMES = {"nci1": "NCI1", "reddit_binary": "REDDIT-BINARY"}
 REQUIRED = ("A", "graph_indicator", "graph_labels")
-FEATURELESS = ("constant", "degree")
+NODE_FEATURES = ("labels", "constant", "degree")  # labels: the data set's own node labels
 
 
 @dataclass
@@ -33,7 +39,7 @@ class TUConfig:
     split_seed: int = 42               # `fraction` subsample and generated folds
     fold: int = 0                      # outer fold 0..9
     splits_file: Optional[str] = None  # default <root>/TUDataset/splits/<NAME>_splits.json
-    featureless: str = "constant"      # node feature when the data set has none: constant 1 | degree
+    node_features: str = "labels"      # labels (NCI1) | constant | degree (REDDIT-BINARY: no labels)
 
 
 class GraphSplit:
@@ -106,22 +112,31 @@ def prepare_raw(tu_name: str, root: Path, cache: Path, allow_download: bool) -> 
     raise missing_files_error(tu_name, source, expected + [f"(optional) {tu_name}_node_labels.txt"], root)
 
 
-def graph_tensors(dataset, featureless: str) -> GraphSplit:
+def has_node_labels(dataset) -> bool:
+    return "x" in dataset.slices and dataset._data.x is not None
+
+
+def graph_tensors(dataset, node_features: str, name: str = "dataset") -> GraphSplit:
     """Concatenated tensors of a PyG TUDataset (its storage keeps edge ids local to each graph)."""
     data, slices = dataset._data, dataset.slices
     labels = data.y.view(-1).long()
     edge_ptr = slices["edge_index"]
-    if "x" in slices and data.x is not None:
-        node_ptr, x = slices["x"], data.x.float()
-    else:
-        counts = torch.tensor([g.num_nodes for g in dataset], dtype=torch.long)
-        node_ptr = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
-        if featureless == "constant":
-            x = torch.ones(int(node_ptr[-1]), 1)
-        else:
-            edge_graph = torch.repeat_interleave(torch.arange(len(labels)), edge_ptr.diff())
-            src = data.edge_index[0] + node_ptr[edge_graph]
-            x = torch.bincount(src, minlength=int(node_ptr[-1])).float().view(-1, 1)
+    if has_node_labels(dataset) != (node_features == "labels"):
+        allowed = ["labels"] if has_node_labels(dataset) else ["constant", "degree"]
+        raise ValueError(f"dataset.node_features={node_features!r}: {name} allows {allowed}")
+    if node_features == "labels":
+        return GraphSplit(data.x.float(), data.edge_index.long(), slices["x"].long(), edge_ptr.long(), labels)
+    counts = getattr(data, "_num_nodes", None)  # PyG keeps per-graph node counts of featureless sets
+    if not (isinstance(counts, list) and len(counts) == len(labels)):
+        counts = [g.num_nodes for g in dataset]
+    counts = torch.tensor(counts, dtype=torch.long)
+    node_ptr = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+    if node_features == "constant":
+        x = torch.ones(int(node_ptr[-1]), 1)
+    else:  # degree = number of neighbours: PyG stores each undirected edge once per direction
+        edge_graph = torch.repeat_interleave(torch.arange(len(labels)), edge_ptr.diff())
+        src = data.edge_index[0] + node_ptr[edge_graph]
+        x = torch.bincount(src, minlength=int(node_ptr[-1])).float().view(-1, 1)
     return GraphSplit(x, data.edge_index.long(), node_ptr.long(), edge_ptr.long(), labels)
 
 
@@ -138,7 +153,12 @@ def generate_folds(labels: Tensor, seed: int, n_folds: int = 10, val_fraction: f
 
 def read_folds(cfg: TUConfig, tu_name: str, root: Path, cache: Path, labels: Tensor) -> tuple[list, Path, bool]:
     """(folds, file, generated): the splits file, or folds generated and written to the cache."""
-    path = Path(cfg.splits_file) if cfg.splits_file else root / "TUDataset" / "splits" / f"{tu_name}_splits.json"
+    splits = root / "TUDataset" / "splits"
+    path = splits / f"{tu_name}_splits.json"
+    if cfg.splits_file:
+        path = resolve(cfg.splits_file)      # relative to the project root, as data.root is
+    elif cfg.node_features == "degree" and (splits / "degree" / path.name).is_file():
+        path = splits / "degree" / path.name  # Errica's COLLABORATIVE_DEGREE draw
     if path.is_file():
         return json.loads(path.read_text()), path, False
     if cfg.splits_file:
@@ -152,11 +172,11 @@ def read_folds(cfg: TUConfig, tu_name: str, root: Path, cache: Path, labels: Ten
 
 def load(cfg: TUConfig, data_cfg, device) -> DataBundle:
     check_choice("dataset.name", cfg.name, TU_NAMES)
-    check_choice("dataset.featureless", cfg.featureless, FEATURELESS)
+    check_choice("dataset.node_features", cfg.node_features, NODE_FEATURES)
     from torch_geometric.datasets import TUDataset
     tu_name, root, cache = TU_NAMES[cfg.name], Path(data_cfg.root), Path(data_cfg.cache)
     dataset = TUDataset(str(prepare_raw(tu_name, root, cache, bool(data_cfg.download))), tu_name)
-    graphs = graph_tensors(dataset, cfg.featureless)
+    graphs = graph_tensors(dataset, cfg.node_features, tu_name)
 
     folds, splits_path, generated = read_folds(cfg, tu_name, root, cache, graphs.target)
     if not 0 <= cfg.fold < len(folds):
@@ -177,7 +197,8 @@ def load(cfg: TUConfig, data_cfg, device) -> DataBundle:
     return DataBundle(
         train=train, val=val, test=test, task="classification",
         info={"num_node_features": graphs.x.shape[1], "num_classes": int(graphs.target.max()) + 1,
-              "n_train": len(train)},
+              "n_train": len(train), "constant_node_features": cfg.node_features == "constant"},
         splits={"splits_file": str(splits_path), "generated": generated, "fold": cfg.fold,
+                "node_features": cfg.node_features,
                 "split_seed": cfg.split_seed, "fraction": cfg.fraction, "n_train": len(train),
                 "n_val": len(val), "n_test": len(test), "num_graphs": len(graphs)})

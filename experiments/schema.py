@@ -88,6 +88,8 @@ class TrainConfig:
     patience: int = 0                 # early stopping on the validation metric (0 = off)
     eval_train: bool = False          # also evaluate on the full training split each epoch
     dtype: str = "float32"            # float64: model and tensor data in double (exactness tests)
+    bn_recalibrate: bool = False      # recompute BatchNorm running stats on training batches before each evaluation
+    bn_recalibrate_batches: int = 100  # at most this many training batches for that (0 = all)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from data.tensors import iterate, iterate_members
 from experiments.regimes import RunContext
+from models.batchnorm import recalibrate_batchnorm
 from models.stacked import clip_grad_norm_per_member, evaluate_members, member_losses
 
 
@@ -194,6 +195,9 @@ def fit(ctx: RunContext, regime, scheduler, members: Members, on_epoch=None,
         epoch_time = time.perf_counter() - start
 
         rows = [{"epoch": epoch + 1, "train_loss": train_losses[i], "time": epoch_time} for i in range(len(states))]
+        if cfg.train.bn_recalibrate:  # honest eval-mode numbers after few steps (issue 8, README)
+            recalibrate_batchnorm(ctx.model, data.train, cfg.train.batch_size,
+                                  cfg.train.bn_recalibrate_batches, seed=cfg.seed)
         splits = (["train"] if cfg.train.eval_train else []) + [n for n in ("val", "test")
                                                                   if getattr(data, n) is not None]
         for name in splits:

@@ -74,7 +74,7 @@ def test_nci1_folds_from_file(tmp_path, nci1_root):
     assert torch.equal(b.test.target, ref.y[folds[1]["test"]])
     assert torch.equal(b.val.target, ref.y[folds[1]["model_selection"][0]["validation"]])
     assert (len(b.train), len(b.val), len(b.test)) == (26, 4, 10)
-    assert b.info == {"num_node_features": 3, "num_classes": 2, "n_train": 26}
+    assert b.info == {"num_node_features": 3, "num_classes": 2, "n_train": 26, "constant_node_features": False}
     assert b.splits["fold"] == 1 and not b.splits["generated"]
     assert files_under(nci1_root) == before  # nothing written next to the raw files
     (x, edge_index, batch, num_graphs), y = b.test.take(torch.arange(len(b.test)))
@@ -134,14 +134,49 @@ def test_missing_raw_files_named(tmp_path):
     assert str(tmp_path / "empty" / "TUDataset" / "NCI1" / "raw") in msg
 
 
-@pytest.mark.parametrize("featureless", ["constant", "degree"])
-def test_reddit_featureless_node_features(tmp_path, featureless):
+@pytest.fixture
+def reddit_root(tmp_path):
     root = tmp_path / "root"
     write_tu(root / "TUDataset" / "REDDIT-BINARY" / "raw", "REDDIT-BINARY", node_labels=False)
-    cfg = OmegaConf.create({"name": "reddit_binary", "featureless": featureless})
+    return root
+
+
+def load_reddit(tmp_path, root, **options):
+    cfg = OmegaConf.create({"name": "reddit_binary", "node_features": "constant", **options})
     data_cfg = OmegaConf.create({"root": str(root), "cache": str(tmp_path / "cache"), "download": False})
-    b = load_data(cfg, data_cfg, CPU)
+    return load_data(cfg, data_cfg, CPU)
+
+
+@pytest.mark.parametrize("node_features", ["constant", "degree"])
+def test_reddit_node_features(tmp_path, reddit_root, node_features):
+    b = load_reddit(tmp_path, reddit_root, node_features=node_features)
     assert b.info["num_node_features"] == 1 and b.info["num_classes"] == 2
     (x, edge_index, batch, _), y = b.train.take(torch.arange(len(b.train)))
-    expected = torch.ones(len(x)) if featureless == "constant" else degree(edge_index[0], len(x))
+    expected = torch.ones(len(x)) if node_features == "constant" else degree(edge_index[0], len(x))
     assert torch.equal(x.view(-1), expected) and set(y.tolist()) == {0, 1}
+    assert b.splits["node_features"] == node_features
+    assert b.info["constant_node_features"] == (node_features == "constant")
+
+
+def test_degree_features_read_the_degree_splits_when_present(tmp_path, reddit_root):
+    splits = reddit_root / "TUDataset" / "splits"
+    constant = two_fold_splits(splits / "REDDIT-BINARY_splits.json")
+    assert load_reddit(tmp_path, reddit_root, node_features="degree").splits["splits_file"] == str(
+        splits / "REDDIT-BINARY_splits.json")  # no degree file: the common one
+    degree_folds = [{"test": f["test"][::-1], "model_selection": f["model_selection"]} for f in constant[::-1]]
+    (splits / "degree").mkdir()
+    (splits / "degree" / "REDDIT-BINARY_splits.json").write_text(json.dumps(degree_folds))
+    b = load_reddit(tmp_path, reddit_root, node_features="degree", fold=0)
+    assert b.splits["splits_file"] == str(splits / "degree" / "REDDIT-BINARY_splits.json")
+    assert len(b.test) == len(degree_folds[0]["test"])
+    assert load_reddit(tmp_path, reddit_root, fold=0).splits["splits_file"] == str(
+        splits / "REDDIT-BINARY_splits.json")
+
+
+def test_node_features_must_fit_the_data_set(tmp_path, nci1_root, reddit_root):
+    with pytest.raises(ValueError, match=r"node_features='degree': NCI1 allows \['labels'\]"):
+        load(tmp_path, nci1_root, node_features="degree")
+    with pytest.raises(ValueError, match=r"node_features='labels': REDDIT-BINARY allows \['constant', 'degree'\]"):
+        load_reddit(tmp_path, reddit_root, node_features="labels")
+    with pytest.raises(ValueError, match=r"dataset.node_features='ones'"):
+        load_reddit(tmp_path, reddit_root, node_features="ones")

@@ -8,7 +8,7 @@ from torch_geometric.utils import erdos_renyi_graph
 
 from models import build_model, validate_model_config
 from models.awnn import adaptive_modules, update_widths
-from models.gin import GIN
+from models.gin import GIN, GINLayer, adjacency
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model" / "gin.yaml"
 F, C = 5, 3
@@ -33,7 +33,7 @@ def small_gin(**kw) -> GIN:
 
 
 VARIANTS = [dict(adaptive=False), dict(adaptive=True), dict(adaptive=False, batch_norm=False),
-            dict(adaptive=True, pooling="mean", num_layers=4)]
+            dict(adaptive=True, pooling="sum", num_layers=4), dict(adaptive=True, embed_batch_norm=True)]
 
 
 @pytest.mark.parametrize("kw", VARIANTS)
@@ -76,6 +76,36 @@ def test_sum_and_mean_pooling():
     torch.testing.assert_close(readout(mean, doubled), readout(mean, g))
     torch.testing.assert_close(readout(summed, g), 7 * readout(mean, g))
     assert not torch.allclose(readout(summed, g), readout(mean, g))
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_gin_layer_matches_pyg_ginconv(symmetric):
+    """Forward and gradients of the CSR neighbour sum against PyG's message passing, on edges in
+    random order (unsorted rows), directed or not, with repeated edges and isolated nodes."""
+    from torch_geometric.nn import GINConv
+    g = torch.Generator().manual_seed(0)
+    n, e = 30, 90
+    edges = torch.randint(0, n - 3, (2, e), generator=g)          # the last 3 nodes are isolated
+    if symmetric:
+        edges = torch.cat([edges, edges.flip(0)], dim=1)
+    edges = torch.cat([edges, edges[:, :5]], dim=1)[:, torch.randperm(edges.shape[1] + 5, generator=g)]
+    torch.manual_seed(1)
+    mlp = torch.nn.Sequential(torch.nn.Linear(F, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4)).double()
+    ours, ref = GINLayer(mlp, train_eps=True).double(), GINConv(mlp, train_eps=True).double()
+    with torch.no_grad():
+        ours.eps.fill_(0.3)
+        ref.eps.fill_(0.3)
+    x = torch.randn(n, F, generator=g, dtype=torch.float64)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out = ours(x1, adjacency(edges, n, x.dtype))
+    expected = ref(x2, edges)
+    torch.testing.assert_close(out, expected)
+    weights = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    grads = torch.autograd.grad((out * weights).sum(), [x1, ours.eps, *mlp.parameters()])
+    ref_grads = torch.autograd.grad((expected * weights).sum(), [x2, ref.eps, *mlp.parameters()])
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b)
+    assert ours.eps.shape == ref.eps.shape and GINLayer(mlp, train_eps=False).eps.requires_grad is False
 
 
 @pytest.mark.parametrize("num_layers", [1, 2, 4])
@@ -129,3 +159,24 @@ def test_builds_from_the_real_config():
     model = build_model(cfg, {"num_node_features": F, "num_classes": C})
     assert len(adaptive_modules(model)) == cfg.num_layers + 1
     assert model.eval()(*inputs([random_graph(5, 0), random_graph(3, 1)])).shape == (2, C)
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_constant_node_features_train_the_embedding(adaptive):
+    """REDDIT-B without node labels: every node's feature is 1, so the embedding MLP's output has
+    zero variance over a batch. A BatchNorm there would output its bias whatever the MLP's weights
+    (zero gradient) in train mode and amplify its running mean's lag by 1/sqrt(eps) in eval mode:
+    `build` leaves it out when the data set says its node features are constant."""
+    cfg = validate_model_config(OmegaConf.merge(OmegaConf.load(CONF), {"adaptive": adaptive}))
+    info = {"num_node_features": F, "num_classes": C}
+    torch.manual_seed(0)
+    constant = build_model(cfg, {**info, "constant_node_features": True}).train()
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in constant.embed.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in build_model(cfg, info).embed.modules())
+    graphs = [random_graph(n, seed) for seed, n in enumerate([5, 8, 6])]
+    for g in graphs:
+        g.x = torch.ones(g.num_nodes, F)
+    out = constant(*inputs(graphs))
+    torch.nn.functional.cross_entropy(out, torch.tensor([0, 1, 2])).backward()
+    first = next(p for p in constant.embed.parameters() if p.ndim == 2)
+    assert first.grad.abs().sum() > 0
