@@ -68,7 +68,10 @@ class Tables:
         return self.cache[experiment]
 
     def _load(self, experiment: str):
-        for profile in ("paper", "quick"):
+        """(profile, spec, cells, jobs): rows of the paper sweep where it has finished runs, the
+        quick sweep's rows otherwise; each cell remembers its profile (`cell.profile`)."""
+        merged, jobs_all, spec, profiles = {}, [], None, []
+        for profile in ("quick", "paper"):
             path = plan.manifest_path(self.results_dir, experiment, profile, [])
             if not path.exists():
                 continue
@@ -77,8 +80,15 @@ class Tables:
             if not any(j.status == "finished" for j in jobs):
                 continue
             spec = manifest["table"]
-            return profile, spec, build_cells(spec, jobs), jobs
-        return None, None, {}, []
+            for row, by_col in build_cells(spec, jobs).items():
+                if not any(c.n for c in by_col.values()):
+                    continue
+                for c in by_col.values():
+                    c.profile = profile
+                merged[row] = by_col          # paper rows replace quick ones
+            jobs_all += jobs
+            profiles.append(profile)
+        return "+".join(profiles) or None, spec, merged, jobs_all
 
 
 # --------------------------------------------------------------------------- helpers
@@ -87,9 +97,14 @@ def cell(table, row: str, col: str):
 
 
 def budget_of(profile, jobs, cells) -> str:
-    epochs = sorted({int(j.config.get("train.epochs", 0)) for c in cells if c for j in c.jobs})
-    span = "/".join(str(e) for e in epochs) or "?"
-    return f"{profile}, {span} epochs"
+    """Profiles and epochs of the cells a claim used, e.g. "paper 500 ep; quick 15 ep"."""
+    parts: dict[str, set] = {}
+    for c in cells:
+        if c is None:
+            continue
+        epochs = {int(j.config.get("train.epochs", 0)) for j in c.jobs}
+        parts.setdefault(getattr(c, "profile", profile), set()).update(epochs)
+    return "; ".join(f"{p} {'/'.join(str(e) for e in sorted(es))} ep" for p, es in sorted(parts.items())) or str(profile)
 
 
 def difference(a, b) -> tuple[float, float, float]:

@@ -236,7 +236,11 @@ def plan_experiment(experiment: str, overrides: list[str]) -> tuple[DictConfig, 
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-            base = compose("config", overrides=[f"experiment={experiment}", *overrides],
+            from hydra.core.override_parser.overrides_parser import OverridesParser
+
+            parser = OverridesParser.create()
+            fixed = [o for o in overrides if not parser.parse_override(o).is_sweep_override()]
+            base = compose("config", overrides=[f"experiment={experiment}", *fixed],
                            return_hydra_config=True)
             sweeper = base.hydra.sweeper
             grids = OmegaConf.to_container(sweeper.grids, resolve=True) if "grids" in sweeper else []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import platform
 import socket
@@ -42,6 +43,35 @@ def _source_files() -> list:
     return sorted(files)
 
 
+def source_sha() -> str:
+    """sha256 over the source files (paths and bytes), the same with or without git."""
+    digest = hashlib.sha256()
+    for path in _source_files():
+        digest.update(str(path.relative_to(PROJECT_ROOT)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+STAMP = ".code_version.json"
+
+
+def _read_stamp() -> dict | None:
+    try:
+        return json.loads((PROJECT_ROOT / STAMP).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_stamp() -> dict:
+    """Record the clean revision and its source hash, for a copy of the tree shipped without .git
+    (a cluster node, a rented GPU): runs there then carry the revision, not "nogit.<hash>"."""
+    state = code_state()
+    if not state["git_revision"] or state["git_dirty"]:
+        raise SystemExit(f"error: no clean git revision to stamp (code version {state['code_version']})")
+    stamp = {"git_revision": state["git_revision"], "source_sha256": source_sha()}
+    (PROJECT_ROOT / STAMP).write_text(json.dumps(stamp, indent=1) + "\n")
+    return stamp
+
+
 @functools.lru_cache(maxsize=1)
 def code_state() -> dict:
     """{"git_revision", "git_dirty", "diff_sha256", "code_version"} of the source tree.
@@ -51,10 +81,11 @@ def code_state() -> dict:
     """
     rev = (_git("rev-parse", "HEAD") or "").strip()
     if not rev:
-        digest = hashlib.sha256()
-        for path in _source_files():
-            digest.update(str(path.relative_to(PROJECT_ROOT)).encode() + b"\0" + path.read_bytes())
-        sha = digest.hexdigest()
+        sha = source_sha()
+        stamp = _read_stamp()
+        if stamp and stamp.get("source_sha256") == sha:     # an exported clean checkout
+            return {"git_revision": stamp["git_revision"], "git_dirty": False, "diff_sha256": None,
+                    "code_version": stamp["git_revision"][:12]}
         return {"git_revision": None, "git_dirty": None, "diff_sha256": sha,
                 "code_version": f"nogit.{sha[:12]}"}
     status = _git("status", "--porcelain", "--untracked-files=all", "--", *CODE_PATHS) or ""
@@ -97,3 +128,10 @@ def describe(env: dict) -> str:
     where = env.get("gpu") or f"{env.get('processor')} CPU x{env.get('torch_threads')} threads"
     code = env.get("code_version") or env.get("git") or "unknown"
     return f"{where}, torch {env.get('torch')}, code {code}"
+
+
+if __name__ == "__main__":      # python -m experiments.provenance --stamp
+    if sys.argv[1:] == ["--stamp"]:
+        print(f"[provenance] {STAMP}: {write_stamp()}")
+    else:
+        print(json.dumps(code_state(), indent=1))

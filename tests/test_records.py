@@ -3,6 +3,7 @@ status, and checkpoints that survive a truncated file."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import threading
 import time
@@ -89,6 +90,26 @@ def test_code_state_sees_untracked_files_and_hashes_the_diff(tmp_path, monkeypat
     assert one["git_dirty"] and one["code_version"].startswith(clean["code_version"] + "+dirty.")
     (repo / "models" / "b.py").write_text("y = 3\n")
     assert state()["diff_sha256"] != one["diff_sha256"]
+    provenance.code_state.cache_clear()
+
+
+def test_a_stamped_copy_without_git_keeps_its_revision(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    (repo / "models").mkdir(parents=True)
+    (repo / "models" / "a.py").write_text("x = 1\n")
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*git, "add", "."], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], cwd=repo, check=True)
+    monkeypatch.setattr(provenance, "PROJECT_ROOT", repo)
+    provenance.code_state.cache_clear()
+    stamp = provenance.write_stamp()
+    shutil.rmtree(repo / ".git")                               # shipped to a node without git
+    provenance.code_state.cache_clear()
+    assert provenance.code_state()["code_version"] == stamp["git_revision"][:12]
+    (repo / "models" / "a.py").write_text("x = 2\n")          # edited after stamping
+    provenance.code_state.cache_clear()
+    assert provenance.code_state()["code_version"].startswith("nogit.")
     provenance.code_state.cache_clear()
 
 

@@ -43,6 +43,12 @@ def mean_std_text(values: list[float], digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {float(np.std(values, ddof=1)):.{digits}f}"
 
 
+def cell_epochs(cell: Cell) -> str:
+    """The training budget of the cell's runs (each cell states it: budgets differ by row)."""
+    epochs = sorted({int(j.config["train.epochs"]) for j in cell.jobs if j.config.get("train.epochs")})
+    return "/".join(str(e) for e in epochs)
+
+
 def cell_text(spec, cell: Cell, r, c, direction: str) -> str:
     if not cell.n:
         text = f"no result [{cell.n}/{cell.expected}{status_note(cell)}]"
@@ -53,6 +59,8 @@ def cell_text(spec, cell: Cell, r, c, direction: str) -> str:
         text += f"<br>{extra} {mean_std_text(vals, 1)}"
         if cell.final_extra.get(extra) != vals:
             text += f" (final {mean_std_text(cell.final_extra[extra], 1)})"
+    if cell_epochs(cell):
+        text += f"<br><sub>{cell_epochs(cell)} epochs</sub>"
     paper = paper_value(spec, r, c)
     if paper is not None:
         text += f"<br>paper {paper}"
@@ -89,7 +97,8 @@ def render(spec, table, profile: str, jobs, command: str) -> tuple[str, pd.DataF
             mean, std = cell.mean_std()
             frame.append({"row": _label(spec, "row", r), "col": _label(spec, "col", c),
                           "metric": r_metric, "mean_final": mean, "std_final": std, "n": cell.n,
-                          "expected": cell.expected, "best_epoch_mean_curve": cell.best_epoch(direction),
+                          "expected": cell.expected, "epochs": cell_epochs(cell),
+                          "best_epoch_mean_curve": cell.best_epoch(direction),
                           "paper": paper_value(spec, r, c),
                           **{f"n_{s}": k for s, k in cell.statuses.items()},
                           **{f"{e}_mean": float(np.mean(v)) for e, v in cell.extra.items()},

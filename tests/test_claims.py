@@ -1,0 +1,53 @@
+"""The claims ledger on fabricated run records: verdicts follow the intervals, each row states
+its budget and n, and a claim without runs is 'not testable here'."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments import claims, plan, records
+
+
+def fabricate(results, value):
+    """nb_table1 at quick, every run finished with the test accuracy value(regime, model, seed)."""
+    overrides = ["profile=quick", f"run.results_dir={results}", "hydra.sweeper.only=[fcn23,fcn5,fcn23_momentum,fcn5_momentum]"]
+    base, jobs = plan.plan_experiment("nb_table1", overrides)
+    body = plan.manifest(jobs, "nb_table1", "quick", base.table, ["experiment=nb_table1", *overrides], str(results))
+    plan.merge_manifest(plan.manifest_path(str(results), "nb_table1", "quick", overrides), body)
+    for job in jobs:
+        acc = value(job.choices["regime"], job.choices["model"], job.cfg.seed)
+        job.directory.mkdir(parents=True)
+        pd.DataFrame({"epoch": [1], "test_acc": [acc], "val_acc": [acc]}).to_csv(job.directory / "metrics.csv", index=False)
+        records.write_json(job.directory / "summary.json", {"status": "finished"})
+
+
+def row(results, number: int) -> dict:
+    frame = pd.read_csv(results / "claims.csv").set_index("id")
+    return frame.loc[number].to_dict()
+
+
+def test_verdicts_follow_the_intervals(results):
+    gain = {"fcn2": 3.0, "fcn3": 5.0, "fcn5": -4.0}     # L1 NB − plain, per depth
+    noise = {0: -0.1, 1: 0.0, 2: 0.1}
+    fabricate(results, lambda regime, model, seed: 80.0 + noise[seed] + (gain[model] if regime == "nb_l1" else 0.0))
+    claims.build(str(results))
+    first = row(results, 1)
+    assert first["verdict"] == "partly" and "fcn2" in first["reason"] and "fcn5" in first["reason"]
+    assert first["effect"] == pytest.approx(3.0) and first["ci_low"] < 3.0 < first["ci_high"]
+    assert "quick 15 ep" in first["budget"]
+    text = (results / "claims.md").read_text()
+    assert "| 1 | NB |" in text and "**partly**" in text
+    assert row(results, 10)["verdict"] == "not testable here"          # no AWNN runs at all
+
+
+def test_a_claim_on_the_wrong_side_is_not_reproduced(results):
+    fabricate(results, lambda regime, model, seed: 80.0 + seed * 0.1 - (2.0 if regime == "nb_l1" else 0.0))
+    claims.build(str(results))
+    assert row(results, 1)["verdict"] == "not reproduced"
+    tuned = row(results, 17)                                          # momentum − L1 NB: +2
+    assert tuned["verdict"] == "reproduced" and tuned["effect"] == pytest.approx(2.0)
+
+
+def test_one_replicate_gives_no_interval(results):
+    assert np.isnan(claims.welch_interval([1.0], [0.0, 1.0])[1])
