@@ -123,7 +123,7 @@ def load_run_data(cfg: DictConfig, device: torch.device):
 def train_run(cfg: DictConfig, directory) -> dict:
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
-    device = pick_device(cfg.run.device)
+    device = pick_device(cfg.run.device, cfg.run.jobs_per_gpu)
     data = load_run_data(cfg, device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.info).to(device=device, dtype=getattr(torch, cfg.train.dtype))

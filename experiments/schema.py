@@ -103,6 +103,7 @@ class DataConfig:
 class RunControl:
     results_dir: str = "results"
     device: str = "auto"              # auto | cpu | cuda | cuda:<k>
+    jobs_per_gpu: int = 1             # auto: jobs sharing one GPU (small nets leave it idle)
     checkpoint_interval_s: float = 60.0   # checkpoint at most this often (and always at the end)
     progress: bool = True
     force: bool = False               # rerun even if a finished record exists
@@ -198,7 +199,8 @@ def validate(cfg: DictConfig) -> DictConfig:
     for key in typed.run.stack_over:
         _check(key, STACK_OVER, "run.stack_over entry")
     for key, value in (("train.epochs", typed.train.epochs), ("train.batch_size", typed.train.batch_size),
-                       ("optimizer.lr", typed.optimizer.lr), ("run.stack_max", typed.run.stack_max)):
+                       ("optimizer.lr", typed.optimizer.lr), ("run.stack_max", typed.run.stack_max),
+                       ("run.jobs_per_gpu", typed.run.jobs_per_gpu)):
         if value <= 0:
             raise ConfigError(f"{key}={value} must be > 0")
     if typed.regime.balance_every < 0:

@@ -116,7 +116,7 @@ def train_stack(group: list[Member]) -> list[dict]:
     cfg = group[0].cfg                      # members differ only by seed
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
-    device = pick_device(cfg.run.device)
+    device = pick_device(cfg.run.device, cfg.run.jobs_per_gpu)
     data = load_run_data(cfg, device)
     built = []
     for m in group:

@@ -166,6 +166,21 @@ def test_gpu_claim_never_doubles_up(tmp_path, monkeypatch):
     devices._claimed[0][1].close()
 
 
+def test_jobs_per_gpu_shares_each_gpu_evenly(tmp_path, monkeypatch):
+    from experiments import devices
+
+    monkeypatch.setenv("BW_GPU_LOCK_DIR", str(tmp_path))
+    got = []
+    for _ in range(4):                                         # four workers, two GPUs, two slots each
+        monkeypatch.setattr(devices, "_claimed", [])
+        got.append(devices.claim_gpu(2, jobs_per_gpu=2, poll_s=0.05, timeout_s=0.2))
+        keep = devices._claimed[0]
+    assert got == [0, 1, 0, 1]
+    monkeypatch.setattr(devices, "_claimed", [])
+    with pytest.raises(TimeoutError, match="2 slots"):
+        devices.claim_gpu(2, jobs_per_gpu=2, poll_s=0.05, timeout_s=0.2)
+
+
 def test_relative_data_paths_resolve_against_the_project_root(tmp_path, monkeypatch):
     import data
     from data.paths import PROJECT_ROOT
