@@ -79,13 +79,13 @@ def code_state() -> dict:
     code_version = <12-char revision>[+dirty.<8-char diff hash>]; without git, a hash of the
     source files themselves ("nogit.<hash>"). Computed once per process.
     """
+    stamp = _read_stamp()
+    if stamp and stamp.get("source_sha256") == source_sha():  # a stamped copy, sources unchanged
+        return {"git_revision": stamp["git_revision"], "git_dirty": False, "diff_sha256": None,
+                "code_version": stamp["git_revision"][:12]}
     rev = (_git("rev-parse", "HEAD") or "").strip()
     if not rev:
         sha = source_sha()
-        stamp = _read_stamp()
-        if stamp and stamp.get("source_sha256") == sha:     # an exported clean checkout
-            return {"git_revision": stamp["git_revision"], "git_dirty": False, "diff_sha256": None,
-                    "code_version": stamp["git_revision"][:12]}
         return {"git_revision": None, "git_dirty": None, "diff_sha256": sha,
                 "code_version": f"nogit.{sha[:12]}"}
     status = _git("status", "--porcelain", "--untracked-files=all", "--", *CODE_PATHS) or ""

@@ -20,6 +20,7 @@ differ only by seed as one stacked job. `hydra.sweeper.dry_run=true` stops after
 """
 
 
+import hashlib
 import logging
 import sys
 import time
@@ -115,7 +116,9 @@ class GridSweeper(BasicSweeper):
             if len(group) == 1:
                 batch.append(group[0].overrides)
                 continue
-            path = sweep_dir / "stacks" / f"stack-{i}.json"
+            # named by its members: a sweep started beside this one never overwrites it
+            members = hashlib.sha1(" ".join(j.key for j in group).encode()).hexdigest()[:12]
+            path = sweep_dir / "stacks" / f"stack-{i}-{members}.json"
             plan.write_stack_file(group, path)
             batch.append([*group[0].overrides, f"run.stack_file='{path.resolve()}'"])
         stacks = sum(len(g) > 1 for g in groups)
