@@ -38,27 +38,30 @@ class LSTMBalanceResult:
         return self.scales
 
 
-def find_lstm(model: nn.Module) -> nn.LSTM | None:
-    """The model's nn.LSTM if it has exactly one, else None."""
-    found = [m for m in model.modules() if isinstance(m, nn.LSTM)]
-    return found[0] if len(found) == 1 else None
+def find_lstms(model: nn.Module) -> list[nn.LSTM]:
+    """The model's nn.LSTM modules (a stacked LSTM may be one module or one per layer)."""
+    return [m for m in model.modules() if isinstance(m, nn.LSTM)]
 
 
-def _weights(lstm: nn.LSTM) -> list[tuple[nn.Parameter, nn.Parameter]]:
-    if lstm.bidirectional or lstm.proj_size:
-        raise ValueError("the authors' LSTM balancing is defined for a unidirectional nn.LSTM "
-                         "without projection")
-    return [(getattr(lstm, f"weight_ih_l{k}"), getattr(lstm, f"weight_hh_l{k}"))
-            for k in range(lstm.num_layers)]
+def _weights(model: nn.Module) -> list[tuple[nn.Parameter, nn.Parameter]]:
+    """(W_ih, W_hh) of every LSTM layer of the model, bottom to top."""
+    out = []
+    for lstm in find_lstms(model):
+        if lstm.bidirectional or lstm.proj_size:
+            raise ValueError("the authors' LSTM balancing is defined for a unidirectional "
+                             "nn.LSTM without projection")
+        out += [(getattr(lstm, f"weight_ih_l{k}"), getattr(lstm, f"weight_hh_l{k}"))
+                for k in range(lstm.num_layers)]
+    return out
 
 
 def _row_costs(w: torch.Tensor, p: float) -> torch.Tensor:
     return w.detach().to(torch.float64).abs().pow(p).sum(1)
 
 
-def row_costs(lstm: nn.LSTM, p: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per layer: (A_r, B_r) = (Σ|W_ih[r]|^p, Σ|W_hh[r]|^p) for the 4H gate rows, float64."""
-    return [(_row_costs(w_ih, p), _row_costs(w_hh, p)) for w_ih, w_hh in _weights(lstm)]
+def row_costs(model: nn.Module, p: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per LSTM layer: (A_r, B_r) = (Σ|W_ih[r]|^p, Σ|W_hh[r]|^p) for the 4H gate rows, float64."""
+    return [(_row_costs(w_ih, p), _row_costs(w_hh, p)) for w_ih, w_hh in _weights(model)]
 
 
 def _max_log_imbalance(costs) -> float:
@@ -72,17 +75,16 @@ def _max_log_imbalance(costs) -> float:
 
 @torch.no_grad()
 def balance_lstm(model: nn.Module, p: float) -> LSTMBalanceResult:
-    """Apply the authors' operation to every layer of the model's LSTM (see module docstring)."""
+    """Apply the authors' operation to every LSTM layer of the model (see module docstring)."""
     if not p > 0:
         raise ValueError(f"p={p!r}: the Lp cost needs p > 0")
-    lstm = find_lstm(model)
-    if lstm is None:
-        raise TypeError(f"{type(model).__name__} has no single nn.LSTM to balance")
-    costs = row_costs(lstm, p)
+    if not find_lstms(model):
+        raise TypeError(f"{type(model).__name__} has no nn.LSTM to balance")
+    costs = row_costs(model, p)
     before = sum(float(a.sum() + b.sum()) for a, b in costs)
     imbalance_before = _max_log_imbalance(costs)
     scales = {}
-    for (w_ih, w_hh), (a, b) in zip(_weights(lstm), costs):
+    for (w_ih, w_hh), (a, b) in zip(_weights(model), costs):
         live = (a > ZERO_COST) & (b > ZERO_COST)
         log_lam = torch.where(live, (b.clamp_min(ZERO_COST).log() - a.clamp_min(ZERO_COST).log())
                               / (2 * p), torch.zeros_like(a))          # NB eq. 5 form
@@ -91,6 +93,6 @@ def balance_lstm(model: nn.Module, p: float) -> LSTMBalanceResult:
         w_hh.div_(lam)
         scales[w_ih] = lam.expand_as(w_ih).clone()
         scales[w_hh] = (1.0 / lam).expand_as(w_hh).clone()
-    after = row_costs(lstm, p)
+    after = row_costs(model, p)
     return LSTMBalanceResult(before, sum(float(a.sum() + b.sum()) for a, b in after),
                              _max_log_imbalance(after), imbalance_before, scales)

@@ -16,8 +16,8 @@ def lstm(seed=0, layers=3):
     torch.manual_seed(seed)
     model = LSTMClassifier(30, 2, 0, embed_dim=5, hidden=4, num_layers=layers).double()
     with torch.no_grad():   # uneven row scales, so that every λ differs from 1
-        for k in range(layers):
-            getattr(model.lstm, f"weight_ih_l{k}").mul_(torch.rand(16, 1, dtype=torch.float64) * 3)
+        for layer in model.layers:
+            layer.weight_ih_l0.mul_(torch.rand(16, 1, dtype=torch.float64) * 3)
     return model
 
 
@@ -25,8 +25,8 @@ def authors_reference(model, order):
     """The authors' code, row by row: λ = sqrt(‖W_hh[r]‖_p / ‖W_ih[r]‖_p); W_ih[r] *= λ, W_hh[r] /= λ."""
     out = copy.deepcopy(model)
     with torch.no_grad():
-        for k in range(out.lstm.num_layers):
-            w_ih, w_hh = getattr(out.lstm, f"weight_ih_l{k}"), getattr(out.lstm, f"weight_hh_l{k}")
+        for layer in out.layers:
+            w_ih, w_hh = layer.weight_ih_l0, layer.weight_hh_l0
             for r in range(w_ih.shape[0]):
                 lam = torch.sqrt(torch.linalg.vector_norm(w_hh[r], order)
                                  / torch.linalg.vector_norm(w_ih[r], order))
@@ -47,7 +47,7 @@ def test_matches_authors_row_formula_and_balances_every_row(p):
     result = lstm_balance.balance_lstm(model, p)
     for (name, got), want in zip(model.named_parameters(), ref.parameters()):
         torch.testing.assert_close(got, want, msg=name)
-    for a, b in lstm_balance.row_costs(model.lstm, p):
+    for a, b in lstm_balance.row_costs(model, p):
         torch.testing.assert_close(a, b)                          # A_r' = B_r'
     assert result.max_log_imbalance < 1e-9 < result.max_log_imbalance_before
     assert result.cost_after < result.cost_before                  # NB eq. 6: the cost drops
@@ -73,11 +73,12 @@ def test_is_not_function_preserving_and_leaves_biases_and_is_idempotent():
 def test_scales_describe_the_change_and_dead_rows_are_skipped():
     model = lstm(layers=2)
     with torch.no_grad():
-        model.lstm.weight_ih_l1[3].zero_()
+        model.layers[1].weight_ih_l0[3].zero_()
     old = {q: q.clone() for q in model.parameters()}
     result = lstm_balance.balance_lstm(model, 1)
     assert all(torch.isfinite(q).all() for q in model.parameters())
-    torch.testing.assert_close(model.lstm.weight_hh_l1[3], old[model.lstm.weight_hh_l1][3])
+    w_hh = model.layers[1].weight_hh_l0
+    torch.testing.assert_close(w_hh[3], old[w_hh][3])
     for q, s in result.param_scales().items():
         torch.testing.assert_close(q, old[q] * s)
 
@@ -107,8 +108,8 @@ def test_regimes_apply_authors_operation_and_mark_it():
     torch.nn.functional.cross_entropy(model(tokens, lengths), torch.tensor([0, 1, 1, 0])).backward()
     ctx.optimizer.step()
     with torch.no_grad():   # unbalance again, then one epoch-end balance
-        model.lstm.weight_ih_l0.mul_(2.0)
-    w = model.lstm.weight_ih_l0
+        model.layers[0].weight_ih_l0.mul_(2.0)
+    w = model.layers[0].weight_ih_l0
     w_before, m_before = w.detach().clone(), ctx.optimizer.state[w]["exp_avg"].clone()
     partial = PartialBalancing(p=2, allow_non_homogeneous=True)
     partial.before_training(ctx)
@@ -127,3 +128,15 @@ def test_regime_marks_function_preserving_balancing_with_one():
     regime = FullBalanceAtStart(p=2)
     regime.before_training(ctx)
     assert regime.on_epoch_end(ctx, 0)["start/balance/function_preserving"] == 1.0
+
+
+def test_a_multi_layer_nn_lstm_is_balanced_layer_by_layer():
+    torch.manual_seed(0)
+    module = torch.nn.LSTM(5, 4, num_layers=2).double()
+    rows = {k: (getattr(module, f"weight_ih_l{k}").detach().clone(),
+                getattr(module, f"weight_hh_l{k}").detach().clone()) for k in range(2)}
+    lstm_balance.balance_lstm(module, 1)
+    for k, (w_ih, w_hh) in rows.items():
+        lam = (w_hh.abs().sum(1) / w_ih.abs().sum(1)).sqrt()[:, None]    # (B/A)^(1/2), p = 1
+        torch.testing.assert_close(getattr(module, f"weight_ih_l{k}"), w_ih * lam)
+        torch.testing.assert_close(getattr(module, f"weight_hh_l{k}"), w_hh / lam)

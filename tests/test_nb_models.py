@@ -155,8 +155,13 @@ def test_lstm_packed_batch_equals_each_sequence_alone(readout):
     model = LSTMClassifier(30, 2, 0, embed_dim=6, hidden=5, num_layers=3, readout=readout).double()
     tokens, lengths = torch.randint(1, 30, (4, 7)), torch.tensor([7, 1, 4, 6])
     torch.testing.assert_close(model(tokens, lengths), one_by_one(model, tokens, lengths))
-    # the top two layers' final states, by hand with the unpacked LSTM on one sequence
-    _, (h, _) = model.lstm(model.embedding(tokens[2:3, :4]))
+    # the top two layers' final states, by hand: one nn.LSTM with the same weights, one sequence
+    stacked = torch.nn.LSTM(6, 5, num_layers=3, batch_first=True).double()
+    with torch.no_grad():
+        for k, layer in enumerate(model.layers):
+            for name, q in layer.named_parameters():
+                getattr(stacked, name.replace("l0", f"l{k}")).copy_(q)
+    _, (h, _) = stacked(model.embedding(tokens[2:3, :4]))
     feat = torch.cat([h[-2], h[-1]], 1) if readout == "last_two" else h[-1]
     torch.testing.assert_close(model(tokens, lengths)[2:3], model.readout(feat))
 
@@ -214,7 +219,7 @@ def test_model_yaml_matches_schema_and_builds(name):
              "dfa_fcn": {"widths": [8, 8]}}[name]
     model = build_model(OmegaConf.merge(cfg, small), INFO)
     if name == "lstm":   # only the authors' (not function-preserving) operation applies
-        assert lstm_balance.find_lstm(model) is not None
+        assert lstm_balance.find_lstms(model)
         with pytest.raises((TypeError, ValueError), match="does not support|not an Elman"):
             nb.unit_groups(model)
     else:

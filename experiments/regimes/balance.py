@@ -19,7 +19,7 @@ def ratio_metrics(model: nn.Module, p: float, include_bias: bool) -> dict[str, f
 def uses_lstm_balance(model: nn.Module, allow_non_homogeneous: bool) -> bool:
     """True for a model with an nn.LSTM, balanced by the authors' operation (models.lstm_balance),
     which is NOT function-preserving (SPEC A.2.5): only if the user allows it."""
-    if lstm_balance.find_lstm(model) is None:
+    if not lstm_balance.find_lstms(model):
         return False
     if not allow_non_homogeneous:
         raise ValueError(f"{type(model).__name__} is an LSTM: its only 'balancing' is the "
