@@ -16,9 +16,10 @@ import gzip
 from dataclasses import dataclass
 from pathlib import Path
 
-from data.tensors import DataBundle, TensorSplit, stratified_indices
+import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
+from data.tensors import DataBundle, TensorSplit, stratified_indices
 from data.text import (atomic_write, cache_key, check_choice, cached, download, encode_padded,
                        missing_files_error, sentence_tokenizer_parts, train_tokenizer)
 
@@ -135,6 +136,14 @@ def _process(files: dict, cfg: Multi30kConfig, tokenizer_stem: Path,
     return out
 
 
+def unigram_loss(train_targets: torch.Tensor, test_targets: torch.Tensor, vocab_size: int) -> float:
+    """Test cross-entropy (nats per token) of a unigram model of the training targets, add-one
+    smoothed: the floor a translation model must clearly beat, in the same token unit."""
+    counts = torch.bincount(train_targets[train_targets != PAD], minlength=vocab_size).double() + 1
+    log_p = (counts / counts.sum()).log()
+    return float(-log_p[test_targets[test_targets != PAD]].mean())
+
+
 def load(cfg: Multi30kConfig, data_cfg, device) -> DataBundle:
     check_choice("dataset.tokenizer", cfg.tokenizer, TOKENIZERS)
     if cfg.vocab_size <= len(SPECIALS) or cfg.max_len < 3:
@@ -166,6 +175,7 @@ def load(cfg: Multi30kConfig, data_cfg, device) -> DataBundle:
               "pad_id": PAD, "bos_id": BOS, "eos_id": EOS, "unk_id": UNK, "n_train": len(train)},
         splits={"files": {f"{s}.{lang}": str(p) for (s, lang), p in files.items()},
                 "tokenizer": tokenizer_name(cfg),
+                "unigram_test_loss": unigram_loss(tgt_out[keep], t["test"][2], t["tgt_vocab_size"]),
                 "gpt2_files": [str(p) for p in gpt2] if gpt2 is not None else None,
                 "cache_file": str(cache_file), "tokenizer_files": [f"{stem}.{SRC}.json", f"{stem}.{TGT}.json"],
                 "fraction": cfg.fraction, "split_seed": cfg.split_seed,

@@ -1,6 +1,7 @@
 """IMDB and Multi30k loaders on tiny files written in the official formats."""
 import gzip
 import json
+import math
 import io
 import random
 import tarfile
@@ -295,3 +296,16 @@ def test_multi30k_records_tokenizer_and_refuses_unknown_one(tmp_path):
                      joint_vocab=True).splits["tokenizer"] == "bpe80-joint"
     with pytest.raises(ValueError, match="dataset.tokenizer='gpt3'.*gpt2"):
         load_m30k(tmp_path, tmp_path / "root", tokenizer="gpt3")
+
+
+def test_multi30k_records_the_unigram_baseline_in_its_token_unit(tmp_path):
+    write_multi30k(tmp_path / "root")
+    b = load_m30k(tmp_path, tmp_path / "root")
+    train, test, vocab = b.train.target, b.test.target, b.info["tgt_vocab_size"]
+    counts = {t: 1 for t in range(vocab)}                       # add-one smoothing, by hand
+    for t in train.flatten().tolist():
+        if t != 0:
+            counts[t] += 1
+    total = sum(counts.values())
+    want = [-math.log(counts[t] / total) for t in test.flatten().tolist() if t != 0]
+    assert b.splits["unigram_test_loss"] == pytest.approx(sum(want) / len(want), rel=1e-9)
