@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from data.tensors import DataBundle, TensorSplit, stratified_indices, stratified_split
-from data.text import (TOKENIZERS, atomic_write, cache_key, cached, check_choice, download,
+from data.text import (TOKENIZERS, TRUNCATE, atomic_write, cache_key, cached, check_choice, download,
                        encode_padded, missing_files_error, review_tokenizer_parts, train_tokenizer)
 
 URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
@@ -34,6 +34,7 @@ class IMDBConfig:
     tokenizer: str = "word"     # word | bpe
     vocab_size: int = 20000     # including <pad> and <unk>
     max_len: int = 256          # tokens kept per review (the rest is truncated)
+    truncate: str = "head"      # head: keep the first max_len tokens; tail: keep the last ones
 
 
 def find_source(root: Path, allow_download: bool) -> Path:
@@ -86,21 +87,25 @@ def _process(source: Path, cfg: IMDBConfig, tokenizer_path: Path) -> dict:
     atomic_write(tokenizer_path, tok.save)
     out = {"train_idx": train_idx, "val_idx": val_idx, "vocab_size": tok.get_vocab_size()}
     for split, (texts, split_labels) in reviews.items():
-        tokens, lengths = encode_padded(tok, texts, cfg.max_len, pad_id=0)
+        tokens, lengths = encode_padded(tok, texts, cfg.max_len, pad_id=0, truncate=cfg.truncate)
         out[split] = (tokens, lengths, torch.tensor(split_labels, dtype=torch.long))
     return out
 
 
 def load(cfg: IMDBConfig, data_cfg, device) -> DataBundle:
     check_choice("dataset.tokenizer", cfg.tokenizer, TOKENIZERS)
+    check_choice("dataset.truncate", cfg.truncate, TRUNCATE)
     if not 0.0 <= cfg.val_fraction < 1.0:
         raise ValueError(f"dataset.val_fraction={cfg.val_fraction}: must be in [0, 1)")
     if cfg.vocab_size <= len(SPECIALS) or cfg.max_len < 1:
         raise ValueError(f"dataset.vocab_size={cfg.vocab_size}, dataset.max_len={cfg.max_len}: "
                          f"need vocab_size > {len(SPECIALS)} and max_len >= 1")
     source = find_source(Path(data_cfg.root), bool(data_cfg.download))
+    # Options at their old defaults stay out of the key, so existing caches stay valid.
+    extra = {} if cfg.truncate == "head" else {"truncate": cfg.truncate}
     key = cache_key(source=str(source.resolve()), tokenizer=cfg.tokenizer, vocab_size=cfg.vocab_size,
-                    max_len=cfg.max_len, val_fraction=cfg.val_fraction, split_seed=cfg.split_seed)
+                    max_len=cfg.max_len, val_fraction=cfg.val_fraction, split_seed=cfg.split_seed,
+                    **extra)
     cache_file = Path(data_cfg.cache) / "imdb" / f"{key}.pt"
     tokenizer_file = cache_file.with_suffix(".tokenizer.json")
     t = cached(cache_file, lambda: _process(source, cfg, tokenizer_file))

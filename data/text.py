@@ -16,6 +16,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 TOKENIZERS = ("word", "bpe")
+TRUNCATE = ("head", "tail")   # keep the first / the last max_len tokens of a long text
 
 
 def cache_key(**options) -> str:
@@ -108,22 +109,25 @@ def sentence_tokenizer_parts():
 
 
 def encode_padded(tok: Tokenizer, texts: list[str], max_len: int, pad_id: int,
-                  prefix: list[int] = (), suffix: list[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+                  prefix: list[int] = (), suffix: list[int] = (),
+                  truncate: str = "head", id_offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids [N, L] (right-padded with `pad_id`) and lengths [N].
 
-    Each row is prefix + ids + suffix, with ids truncated so the row fits in `max_len`;
-    L is the longest row (at most `max_len`).
+    Each row is prefix + (ids + id_offset) + suffix, with ids truncated so the row fits in
+    `max_len` (`truncate="head"` keeps the first tokens, "tail" the last); L is the longest row
+    (at most `max_len`).
     """
+    check_choice("dataset.truncate", truncate, TRUNCATE)
     room = max_len - len(prefix) - len(suffix)
     if room <= 0:
         raise ValueError(f"dataset.max_len={max_len} leaves no room for tokens")
     # Truncating inside `tokenizers` keeps the Python objects small; the fast path skips offsets.
-    tok.enable_truncation(room)
+    tok.enable_truncation(room, direction="right" if truncate == "head" else "left")
     try:
         encodings = getattr(tok, "encode_batch_fast", tok.encode_batch)(texts)
     finally:
         tok.no_truncation()
-    rows = [list(prefix) + e.ids + list(suffix) for e in encodings]
+    rows = [list(prefix) + [i + id_offset for i in e.ids] + list(suffix) for e in encodings]
     lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
     width = int(lengths.max()) if len(rows) else 0
     out = torch.tensor([r + [pad_id] * (width - len(r)) for r in rows], dtype=torch.long)

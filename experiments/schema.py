@@ -76,6 +76,7 @@ class RegimeConfig:
     fb_max_sweeps: int = 100000
     balance_full: bool = False        # balance_every epochs: a full balance instead of one sweep
     record_ratios: bool = False       # per-neuron ||in||/||out|| every epoch (NB toy figure)
+    allow_non_homogeneous: bool = False   # LSTM: the authors' NOT function-preserving operation
     awnn: AWNNRegimeConfig = field(default_factory=AWNNRegimeConfig)
 
 

@@ -16,6 +16,7 @@ MODELS: dict[str, tuple[str, str, str]] = {
     "fcn": ("models.fcn", "FCNConfig", "build"),
     "dfa_fcn": ("models.dfa", "DFAConfig", "build"),
     "rnn": ("models.rnn", "RNNConfig", "build"),
+    "lstm": ("models.rnn", "LSTMConfig", "build_lstm"),
     "transformer_cls": ("models.text_classifier", "TransformerClassifierConfig", "build"),
     "awnn_mlp": ("models.awnn", "AdaptiveMLPConfig", "build"),
     "resnet20": ("models.resnet", "ResNet20Config", "build"),

@@ -154,9 +154,24 @@ class Seq2SeqTransformer(nn.Module):
         return self.generator(self.decoder_norm(y))
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
-        """src [B, Ls], tgt_in [B, Lt] (starting with BOS) -> logits [B, Lt, V_tgt]."""
+        """src [B, Ls], tgt_in [B, Lt] (starting with BOS) -> logits [B, Lt, V_tgt].
+
+        Splits are padded to their longest sentence (about 3x the mean on Multi30k), so the
+        all-padding columns of a batch are cut off first (one host sync) and the logits are
+        zero-padded back to Lt: outputs at non-padding positions are unchanged (padded keys are
+        masked, the decoder is causal) and padding positions are ignored by the loss.
+        """
+        src = src[:, :self._content_length(src)]
+        length = tgt_in.shape[1]
+        tgt_in = tgt_in[:, :self._content_length(tgt_in)]
         memory, src_pad = self.encode(src)
-        return self.decode(tgt_in, memory, src_pad)
+        logits = self.decode(tgt_in, memory, src_pad)
+        return nn.functional.pad(logits, (0, 0, 0, length - tgt_in.shape[1]))
+
+    def _content_length(self, tokens: torch.Tensor) -> int:
+        """1 + the last column holding a non-padding token (at least 1)."""
+        used = (tokens != self.pad_id).any(0).nonzero()
+        return int(used.max()) + 1 if len(used) else 1
 
     @torch.no_grad()
     def greedy_decode(self, src: torch.Tensor, max_len: int, bos_id: int,

@@ -1,5 +1,7 @@
 """IMDB and Multi30k loaders on tiny files written in the official formats."""
 import gzip
+import json
+import math
 import io
 import random
 import tarfile
@@ -114,6 +116,17 @@ def test_imdb_truncates_and_caches(tmp_path, imdb_tree, monkeypatch):
     assert torch.equal(first.test.inputs[0], second.test.inputs[0])
 
 
+def test_imdb_tail_truncation_keeps_the_last_tokens(tmp_path, imdb_tree):
+    full = load_imdb(tmp_path, imdb_tree, max_len=64)
+    tail = load_imdb(tmp_path, imdb_tree, max_len=5, truncate="tail")
+    (tokens, lengths), (short, short_len) = full.test.inputs, tail.test.inputs
+    assert (lengths > 5).all() and (short_len == 5).all()
+    for row, n, got in zip(tokens, lengths.tolist(), short):
+        assert got.tolist() == row[n - 5:n].tolist()
+    with pytest.raises(ValueError, match="dataset.truncate='middle'.*tail"):
+        load_imdb(tmp_path, imdb_tree, truncate="middle")
+
+
 def test_imdb_fraction_is_stratified(tmp_path, imdb_tree):
     full = load_imdb(tmp_path, imdb_tree, val_fraction=0.0)
     part = load_imdb(tmp_path, imdb_tree, val_fraction=0.0, fraction=0.25)
@@ -223,3 +236,76 @@ def test_dataset_yaml_files_match_schemas():
         cfg = OmegaConf.load(conf / f"{name}.yaml")
         assert cfg.name == name
         validate_dataset_config(cfg)  # raises on unknown keys or wrong types
+
+
+# ---------------------------------------------------------------- GPT-2 byte-level BPE, local files
+
+GPT2_MERGES = ["Ġ m", "Ġm a", "Ġma n", "Ġ a", "i n", "Ġ in"]
+
+
+def write_gpt2(directory):
+    """A tiny GPT-2-format tokenizer: the 256 byte symbols, a few merges, <|endoftext|>."""
+    from tokenizers import pre_tokenizers
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    merged = ["".join(m.split()) for m in GPT2_MERGES]
+    vocab = {t: i for i, t in enumerate(alphabet + merged + ["<|endoftext|>"])}
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(GPT2_MERGES) + "\n",
+                                          encoding="utf-8")
+    return vocab
+
+
+def test_multi30k_gpt2_tokenizer_from_local_files(tmp_path):
+    from tokenizers.implementations import ByteLevelBPETokenizer
+    pairs = write_multi30k(tmp_path / "root")
+    vocab = write_gpt2(tmp_path / "root" / "gpt2")
+    b = load_m30k(tmp_path, tmp_path / "root", tokenizer="gpt2")
+    assert b.splits["tokenizer"] == "gpt2" and b.info["src_vocab_size"] == len(vocab) + 4
+    assert b.info["tgt_vocab_size"] == len(vocab) + 4
+    reference = ByteLevelBPETokenizer(str(tmp_path / "root" / "gpt2" / "vocab.json"),
+                                      str(tmp_path / "root" / "gpt2" / "merges.txt"))
+    (src, tgt_in), tgt_out = b.train.take(torch.arange(len(b.train)))
+    for row, en in zip(src, pairs["train"][0]):
+        ids = [t - 4 for t in row.tolist() if t > 3]               # GPT-2 id i is stored as i + 4
+        assert ids == reference.encode(en).ids and reference.decode(ids) == en
+    assert vocab["Ġman"] + 4 in src.tolist()[pairs["train"][0].index(next(
+        s for s in pairs["train"][0] if " man" in s))]
+    for row, de in zip(tgt_out, pairs["train"][1]):                 # German: bytes, no <unk>
+        assert reference.decode([t - 4 for t in row.tolist() if t > 3]) == de
+    assert not (src == 1).any() and not (tgt_out == 1).any()
+
+
+def test_multi30k_gpt2_missing_files_is_one_clear_line(tmp_path):
+    write_multi30k(tmp_path / "root")
+    with pytest.raises(FileNotFoundError) as err:
+        load_m30k(tmp_path, tmp_path / "root", tokenizer="gpt2")
+    msg = str(err.value)
+    assert "\n" not in msg and "vocab.json and merges.txt" in msg
+    assert str(tmp_path / "root" / "gpt2") in msg and "dataset.gpt2_dir=" in msg
+    write_gpt2(tmp_path / "mine")
+    (tmp_path / "mine" / "merges.txt").unlink()
+    with pytest.raises(FileNotFoundError, match=r"missing merges.txt in .*mine"):
+        load_m30k(tmp_path, tmp_path / "root", tokenizer="gpt2", gpt2_dir=str(tmp_path / "mine"))
+
+
+def test_multi30k_records_tokenizer_and_refuses_unknown_one(tmp_path):
+    write_multi30k(tmp_path / "root")
+    assert load_m30k(tmp_path, tmp_path / "root").splits["tokenizer"] == "bpe80-per-language"
+    assert load_m30k(tmp_path, tmp_path / "root",
+                     joint_vocab=True).splits["tokenizer"] == "bpe80-joint"
+    with pytest.raises(ValueError, match="dataset.tokenizer='gpt3'.*gpt2"):
+        load_m30k(tmp_path, tmp_path / "root", tokenizer="gpt3")
+
+
+def test_multi30k_records_the_unigram_baseline_in_its_token_unit(tmp_path):
+    write_multi30k(tmp_path / "root")
+    b = load_m30k(tmp_path, tmp_path / "root")
+    train, test, vocab = b.train.target, b.test.target, b.info["tgt_vocab_size"]
+    counts = {t: 1 for t in range(vocab)}                       # add-one smoothing, by hand
+    for t in train.flatten().tolist():
+        if t != 0:
+            counts[t] += 1
+    total = sum(counts.values())
+    want = [-math.log(counts[t] / total) for t in test.flatten().tolist() if t != 0]
+    assert b.splits["unigram_test_loss"] == pytest.approx(sum(want) / len(want), rel=1e-9)

@@ -128,3 +128,21 @@ def test_builds_from_the_real_config():
     model = build_model(cfg, {"src_vocab_size": V_SRC, "tgt_vocab_size": V_TGT, "pad_id": PAD})
     assert len(adaptive_modules(model)) == 3
     assert model.eval()(tokens((2, 4), V_SRC, 0), tokens((2, 3), V_TGT, 1)).shape == (2, 3, V_TGT)
+
+
+@pytest.mark.parametrize("kw", VARIANTS)
+def test_forward_cuts_padding_columns_without_changing_real_positions(kw):
+    model = tiny(**kw)
+    src, tgt = tokens((3, 9), V_SRC, 3), tokens((3, 8), V_TGT, 4)
+    tgt[:, 0] = BOS
+    src[:, 6:] = PAD                      # the batch's last 3 source columns are all padding
+    src[1, 3:] = PAD
+    tgt[:, 5:] = PAD                      # and its last 3 target columns
+    tgt[2, 2:] = PAD
+    memory, src_pad = model.encode(src)   # the uncut computation, as a reference
+    full = model.decode(tgt, memory, src_pad)
+    out = model(src, tgt)
+    assert out.shape == full.shape
+    real = tgt != PAD
+    torch.testing.assert_close(out[real], full[real], rtol=1e-5, atol=1e-5)
+    assert not out[:, 5:].any()           # cut columns come back as zeros (ignored by the loss)

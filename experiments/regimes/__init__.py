@@ -17,7 +17,8 @@ def build_regime(cfg) -> Composite:
         from experiments.regimes.balance import FullBalanceAtStart
 
         parts.append(FullBalanceAtStart(p=cfg.balance_p, include_bias=cfg.include_bias,
-                                        tol=cfg.fb_tol, max_sweeps=cfg.fb_max_sweeps))
+                                        tol=cfg.fb_tol, max_sweeps=cfg.fb_max_sweeps,
+                                        allow_non_homogeneous=cfg.allow_non_homogeneous))
     if cfg.penalty != "none":
         parts.append(Penalty(p=int(cfg.penalty[1]), coeff=cfg.coeff))
     if cfg.balance_every > 0 or cfg.record_ratios:
@@ -25,7 +26,8 @@ def build_regime(cfg) -> Composite:
 
         parts.append(PartialBalancing(p=cfg.balance_p, every=cfg.balance_every,
                                       order=cfg.balance_order, include_bias=cfg.include_bias,
-                                      record_ratios=cfg.record_ratios, full=cfg.balance_full))
+                                      record_ratios=cfg.record_ratios, full=cfg.balance_full,
+                                      allow_non_homogeneous=cfg.allow_non_homogeneous))
     if cfg.awnn.enabled:
         from experiments.regimes.awnn import AWNNRegime
 
