@@ -4,6 +4,8 @@ Loaders are `load(cfg, data_cfg, device) -> DataBundle` (docs/CONTRACTS.md).
 """
 from __future__ import annotations
 
+import functools
+
 import importlib
 
 import torch
@@ -28,6 +30,12 @@ DATASETS: dict[str, tuple[str, str, str]] = {
 }
 
 
+
+@functools.lru_cache(maxsize=None)
+def _schema_node(schema):
+    """The schema as a structured config, built once (merge copies it; it is never mutated)."""
+    return OmegaConf.structured(schema)
+
 def _entry(name: str):
     if name not in DATASETS:
         raise ValueError(f"dataset.name={name!r} is unknown; allowed: {sorted(DATASETS)}")
@@ -43,7 +51,7 @@ def dataset_schema(name: str):
 
 def validate_dataset_config(cfg: DictConfig) -> DictConfig:
     schema, _ = _entry(cfg.name)
-    return OmegaConf.merge(OmegaConf.structured(schema), cfg)
+    return OmegaConf.merge(_schema_node(schema), cfg)
 
 
 def load_data(cfg: DictConfig, data_cfg: DictConfig, device: torch.device):
@@ -53,4 +61,4 @@ def load_data(cfg: DictConfig, data_cfg: DictConfig, device: torch.device):
     if data_cfg is not None:
         data_cfg = OmegaConf.merge(data_cfg, {"root": str(resolve(data_cfg.root)),
                                               "cache": str(resolve(data_cfg.cache))})
-    return loader(OmegaConf.merge(OmegaConf.structured(schema), cfg), data_cfg, device)
+    return loader(OmegaConf.merge(_schema_node(schema), cfg), data_cfg, device)

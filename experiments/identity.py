@@ -72,10 +72,12 @@ def with_seed(ident: dict, seed: int) -> dict:
     return dict(sorted(out.items()))
 
 
-def key_of(cfg: DictConfig, ident: dict) -> str:
+def key_of(cfg: DictConfig, ident: dict, seed: int | None = None) -> str:
+    """<dataset>-<model>-<regime>-s<seed>-<hash of ident>; `seed` overrides cfg.seed."""
     blob = json.dumps(ident, sort_keys=True, default=str)
     digest = hashlib.sha1(blob.encode()).hexdigest()[:10]
-    return f"{cfg.dataset.name}-{cfg.model.name}-{cfg.regime.name}-s{cfg.seed}-{digest}"
+    seed = cfg.seed if seed is None else seed
+    return f"{cfg.dataset.name}-{cfg.model.name}-{cfg.regime.name}-s{seed}-{digest}"
 
 
 def run_key(cfg: DictConfig) -> str:

@@ -34,12 +34,26 @@ STACKABLE_MODELS = ("fcn", "dfa_fcn", "awnn_mlp")
 @dataclass
 class PlannedJob:
     overrides: list[str]
-    cfg: DictConfig                  # validated, resolved
+    base: DictConfig                 # validated, resolved; shared by jobs differing only by seed
+    seed: int
     choices: dict
     key: str
     directory: Path
     ident: dict                      # what the key hashes (identity.identity)
     flat: dict                       # the flattened meaningful config (identity.meaningful)
+    _cfg: DictConfig | None = None
+
+    @property
+    def cfg(self) -> DictConfig:
+        """This job's own config (`base` with its seed), copied on first use: a sweep of
+        thousands of jobs plans without a config copy per seed."""
+        if self._cfg is None:
+            if self.base.seed == self.seed:
+                self._cfg = self.base
+            else:
+                self._cfg = self.base.copy()
+                self._cfg.seed = self.seed
+        return self._cfg
 
 
 def is_group_override(override: str) -> bool:
@@ -60,7 +74,7 @@ def plan_jobs(job_overrides: list[list[str]], compose: Callable[[list[str]], Dic
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
-    composed: dict[tuple, DictConfig] = {}
+    composed: dict[tuple, tuple[DictConfig, dict]] = {}
     validated: dict[tuple, tuple] = {}
     jobs = []
     for overrides in job_overrides:
@@ -68,31 +82,36 @@ def plan_jobs(job_overrides: list[list[str]], compose: Callable[[list[str]], Dic
         rest = tuple(o for o in overrides if not o.startswith("seed="))
         if rest not in validated:
             groups = tuple(o for o in rest if is_group_override(o))
-            if groups not in composed:
-                composed[groups] = compose(list(groups))
-            cfg = composed[groups].copy()
-            ConfigLoaderImpl._apply_overrides_to_config(
-                parser.parse_overrides([o for o in rest if o not in groups]), cfg)
-            choices = {k: v for k, v in cfg.hydra.runtime.choices.items()
-                       if not k.startswith("hydra/") and v is not None}
-            with open_dict(cfg):
-                del cfg["hydra"]
-            uses_seed = "${seed" in OmegaConf.to_yaml(cfg, resolve=False).replace(" ", "")
+            if groups not in composed:           # the hydra node is large: drop it before copies
+                full = compose(list(groups))
+                choices = {k: v for k, v in full.hydra.runtime.choices.items()
+                           if not k.startswith("hydra/") and v is not None}
+                with open_dict(full):
+                    del full["hydra"]
+                seeded = "${seed" in OmegaConf.to_yaml(full, resolve=False).replace(" ", "")
+                composed[groups] = (full, choices, seeded)
+            full, choices, seeded = composed[groups]
+            cfg, values = full.copy(), [o for o in rest if o not in groups]
+            ConfigLoaderImpl._apply_overrides_to_config(parser.parse_overrides(values), cfg)
+            uses_seed = seeded or any("${seed" in o.replace(" ", "") for o in values)
             typed = None if uses_seed else validate(cfg)
             shared = None if uses_seed else (identity.identity(typed), identity.meaningful(typed))
             validated[rest] = (cfg, typed, shared, choices)
         cfg, typed, shared, choices = validated[rest]
-        job_cfg = (cfg if typed is None else typed).copy()
-        if seed is not None:
-            job_cfg.seed = seed
         if typed is None:                       # the seed reaches other values: validate each
-            job_cfg = validate(job_cfg)
-            ident, flat = identity.identity(job_cfg), identity.meaningful(job_cfg)
+            job_cfg = cfg.copy()
+            if seed is not None:
+                job_cfg.seed = seed
+            base = validate(job_cfg)
+            ident, flat = identity.identity(base), identity.meaningful(base)
         else:
-            ident, flat = identity.with_seed(shared[0], job_cfg.seed), {**shared[1], "seed": job_cfg.seed}
-        key = identity.key_of(job_cfg, ident)
-        jobs.append(PlannedJob(list(overrides), job_cfg, dict(choices), key,
-                               identity.runs_root(job_cfg) / key, ident, flat))
+            base = typed
+            job_seed = typed.seed if seed is None else seed
+            ident, flat = identity.with_seed(shared[0], job_seed), {**shared[1], "seed": job_seed}
+        job_seed = base.seed if seed is None else seed
+        key = identity.key_of(base, ident, seed=job_seed)
+        jobs.append(PlannedJob(list(overrides), base, job_seed, dict(choices), key,
+                               identity.runs_root(base) / key, ident, flat))
     keys = [j.key for j in jobs]
     if len(set(keys)) != len(keys):
         dup = sorted({k for k in keys if keys.count(k) > 1})
@@ -119,8 +138,8 @@ def stack_groups(jobs: list[PlannedJob]) -> list[list[PlannedJob]]:
     groups: list[list[PlannedJob]] = []
     open_groups: dict[str, list[PlannedJob]] = {}
     for job in jobs:
-        sig = stack_signature(job.cfg, job.ident)
-        if sig is not None and sig in open_groups and len(open_groups[sig]) < job.cfg.run.stack_max:
+        sig = stack_signature(job.base, job.ident)
+        if sig is not None and sig in open_groups and len(open_groups[sig]) < job.base.run.stack_max:
             open_groups[sig].append(job)
             continue
         groups.append([job])
@@ -132,7 +151,7 @@ def stack_groups(jobs: list[PlannedJob]) -> list[list[PlannedJob]]:
 def write_stack_file(group: list[PlannedJob], path: Path) -> None:
     records.write_json(path, {"members": [
         {"key": j.key, "overrides": j.overrides, "choices": j.choices,
-         "config": OmegaConf.to_container(j.cfg, resolve=True)} for j in group]})
+         "config": {**OmegaConf.to_container(j.base, resolve=True), "seed": j.seed}} for j in group]})
 
 
 def read_stack_file(path: str | Path) -> list[dict]:
@@ -145,7 +164,7 @@ def reuse_finished(jobs: list[PlannedJob]) -> list[PlannedJob]:
     Returns the jobs reused; they are not launched."""
     reused = []
     for job in jobs:
-        if job.cfg.run.force or finished(job.directory):
+        if job.base.run.force or finished(job.directory):
             continue
         for other in sorted(job.directory.parent.parent.glob(f"*/{job.key}")):
             if other != job.directory and finished(other):

@@ -4,6 +4,8 @@
 """
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -168,6 +170,12 @@ POSITIVE_SIZES = ("widths", "num_hidden", "hidden", "num_layers", "hidden_size",
                   "embed_dim", "max_width")
 
 
+@functools.lru_cache(maxsize=4)
+def _config_node(config_cls) -> DictConfig:
+    """A config class as a structured config, built once (merge copies it; never mutated)."""
+    return OmegaConf.structured(config_cls)
+
+
 def validate(cfg: DictConfig) -> DictConfig:
     """Type-check the whole config and every choice against what exists. Returns a typed copy."""
     from data import validate_dataset_config
@@ -179,7 +187,7 @@ def validate(cfg: DictConfig) -> DictConfig:
         if cfg.get("dataset") is None or cfg.get("model") is None:
             raise ConfigError("config needs a dataset and a model (e.g. dataset=digits model=fcn)")
         body = {k: v for k, v in cfg.items() if k not in ("dataset", "model", "table", "hydra")}
-        typed = OmegaConf.merge(OmegaConf.structured(Config), body)
+        typed = OmegaConf.merge(_config_node(Config), body)
         typed.dataset = validate_dataset_config(cfg.dataset)
         typed.model = validate_model_config(cfg.model)
         typed.table = cfg.get("table")

@@ -6,6 +6,8 @@ imports torch_geometric.
 """
 from __future__ import annotations
 
+import functools
+
 import importlib
 
 from omegaconf import DictConfig, OmegaConf
@@ -25,6 +27,12 @@ MODELS: dict[str, tuple[str, str, str]] = {
 }
 
 
+
+@functools.lru_cache(maxsize=None)
+def _schema_node(schema):
+    """The schema as a structured config, built once (merge copies it; it is never mutated)."""
+    return OmegaConf.structured(schema)
+
 def _entry(name: str):
     if name not in MODELS:
         raise ValueError(f"model.name={name!r} is unknown; allowed: {sorted(MODELS)}")
@@ -41,9 +49,9 @@ def model_schema(name: str):
 def validate_model_config(cfg: DictConfig) -> DictConfig:
     """Merge `cfg` onto its schema: raises with the offending key/value on a mismatch."""
     schema, _ = _entry(cfg.name)
-    return OmegaConf.merge(OmegaConf.structured(schema), cfg)
+    return OmegaConf.merge(_schema_node(schema), cfg)
 
 
 def build_model(cfg: DictConfig, info: dict) -> nn.Module:
     schema, builder = _entry(cfg.name)
-    return builder(OmegaConf.merge(OmegaConf.structured(schema), cfg), info)
+    return builder(OmegaConf.merge(_schema_node(schema), cfg), info)

@@ -230,7 +230,7 @@ def test_full_balance_every_neuron_satisfies_eq7(p):
             assert abs(math.log(a / b)) < 1e-6
 
 
-@pytest.mark.parametrize("p", PS)
+@pytest.mark.parametrize("p", [PS[0], *(pytest.param(p, marks=pytest.mark.slow) for p in PS[1:])])
 @pytest.mark.parametrize("make", [lambda: fcn((8, 7, 6, 5)), rnn], ids=["fcn", "rnn"])
 def test_all_orders_and_direct_reach_same_weights(make, p):
     """NB Thm B.34: the balanced state is unique whatever the schedule."""
@@ -265,7 +265,7 @@ def ref_tied_iterate(linears, p, iters=5000):
                 linears[k + 1].weight /= lam
 
 
-@pytest.mark.parametrize("p", PS)
+@pytest.mark.parametrize("p", [PS[0], *(pytest.param(p, marks=pytest.mark.slow) for p in PS[1:])])
 def test_tied_closed_form_equals_iterated(p):
     model, ref = fcn((8, 7, 6), bias=False), fcn((8, 7, 6), bias=False)
     r = nb.tied_layer_balance(model, p)

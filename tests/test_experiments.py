@@ -40,15 +40,29 @@ def test_every_experiment_has_a_table_header():
         assert f"experiment: {name}\n" in text
 
 
-@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
-@pytest.mark.parametrize("name", [e for e in EXPERIMENTS if e not in NEEDS_RESULTS])
+# The default run composes every experiment at smoke and quick and the NB tables at paper;
+# the large paper sweeps (awnn_table1 plans ~2000 jobs in ~80 s) compose under `-m slow`.
+SLOW_TO_PLAN = {"awnn_table1"}
+# One smoke run per code path in the default run (MLP/balancing, AWNN, text, truncation); the
+# rest, and the experiments whose smoke sweep takes over ~20 s, run under `-m slow`.
+SMOKE_DEFAULT = {"nb_toy", "awnn_truncation", "awnn_stability", "nb_transformer_imdb"}
+
+
+def _composes(name: str, profile: str):
+    slow = name in SLOW_TO_PLAN or (profile == "paper" and not name.startswith("nb_"))
+    return pytest.param(name, profile, marks=pytest.mark.slow) if slow else (name, profile)
+
+
+@pytest.mark.parametrize("name,profile", [_composes(e, p) for e in EXPERIMENTS if e not in NEEDS_RESULTS
+                                          for p in ("smoke", "quick", "paper")])
 def test_experiment_composes(name, profile, tmp_path):
     base, jobs = plan_experiment(name, [f"profile={profile}", f"run.results_dir={tmp_path}"])
     assert jobs and base.table is not None
     assert len({j.directory for j in jobs}) == len(jobs), "two jobs share a run directory"
 
 
-@pytest.mark.parametrize("name", EXPERIMENTS)
+@pytest.mark.parametrize("name", [e if e in SMOKE_DEFAULT else pytest.param(e, marks=pytest.mark.slow)
+                                  for e in EXPERIMENTS])
 def test_experiment_smoke_runs(name, tiny_root, tmp_path):
     common = ["profile=smoke", f"data.root={tiny_root}", f"data.cache={tmp_path / 'cache'}",
               f"run.results_dir={tmp_path / 'results'}", "run.progress=false", "data.download=false"]
@@ -66,6 +80,7 @@ def test_experiment_smoke_runs(name, tiny_root, tmp_path):
     assert f"({len(jobs)}/{len(jobs)} runs finished)" in proc.stdout
 
 
+@pytest.mark.slow
 def test_a_run_shared_by_two_experiments_trains_once(tiny_root, tmp_path):
     """nb_fb_start's no-FB columns are nb_table1's plain/l1/l2 runs (same key): reused, not rerun."""
     common = ["profile=smoke", f"data.root={tiny_root}", f"data.cache={tmp_path / 'cache'}",

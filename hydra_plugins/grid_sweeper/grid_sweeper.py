@@ -146,7 +146,7 @@ class GridSweeper(BasicSweeper):
 
         if not jobs:
             return 0
-        first = jobs[0].cfg
+        first = jobs[0].base
         table = self.config.get("table")
         body = plan.manifest(jobs, first.experiment, first.profile.name, table, arguments,
                              first.run.results_dir)
