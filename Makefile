@@ -18,11 +18,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test,wandb]'
 	touch $@
 
+# One process per core (pytest-xdist), one torch thread each: the suite is many small runs.
 test: install
-	$(BIN)/pytest
+	OMP_NUM_THREADS=1 $(BIN)/pytest -n auto
 
 test-all: install            ## include the slow tests
-	$(BIN)/pytest -m ""
+	OMP_NUM_THREADS=1 $(BIN)/pytest -n auto -m ""
 
 check-device: install        ## device-sensitive checks on this host's GPU (CPU when none), one line each
 	$(BIN)/python scripts/check_device.py

@@ -6,6 +6,12 @@ import pytest
 from tests.helpers import write_mnist_like
 
 
+@pytest.fixture(autouse=True)
+def away_from_the_project(tmp_path_factory, monkeypatch):
+    """Every test runs from a scratch working directory: nothing may depend on the cwd."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
 @pytest.fixture
 def mnist_root(tmp_path):
     root = tmp_path / "data"

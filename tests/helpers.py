@@ -42,8 +42,9 @@ def write_mnist_like(root: Path, folder: str = "MNIST", n_train: int = 200, n_te
 
 def run_cli(*overrides: str, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
     """`python -m experiments.run <overrides>`: the entry point users run."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
-    proc = subprocess.run([sys.executable, "-m", "experiments.run", *overrides], cwd=ROOT, env=env,
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "experiments.run", *overrides], cwd=os.getcwd(), env=env,
                           capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\nSTDOUT:\n{proc.stdout[-4000:]}\nSTDERR:\n{proc.stderr[-4000:]}")

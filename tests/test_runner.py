@@ -105,10 +105,11 @@ def test_unknown_group_option_names_the_choices(results):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("override, message", [
-    ("regime.penalty=l3", "regime.penalty='l3' is not allowed; allowed: ['none', 'l1', 'l2']"),
+@pytest.mark.parametrize("override, message", [     # the messages are tested in-process above
+    pytest.param("regime.penalty=l3", "regime.penalty='l3' is not allowed; allowed: ['none', 'l1', 'l2']",
+                 marks=pytest.mark.slow),
     ("model.widths=[0]", "model.widths=[0]: every size must be >= 1"),
-    ("+model.depth=3", "depth"),
+    pytest.param("+model.depth=3", "depth", marks=pytest.mark.slow),
 ])
 def test_config_errors_are_one_line_exit_2(results, override, message):
     args = [*BASE, f"run.results_dir={results}", override]

@@ -160,6 +160,7 @@ def test_finished_members_are_skipped(tmp_path, capsys):
     assert records.read_summary(jobs[1].directory).get("stack") is None   # trained alone
 
 
+@pytest.mark.slow     # also in scripts/check_device.py
 def test_sweep_with_run_stack_gives_the_unstacked_table(tmp_path):
     common = ["-m", "experiment=demo_digits", "profile=smoke", "seed=0,1,2", "run.progress=false"]
     stacked = run_cli(*common, "run.stack=true", f"run.results_dir={tmp_path / 's'}")
