@@ -22,6 +22,7 @@ from models.awnn import (AdaptiveMLP, adaptive_modules, importance, log_prior_nu
                          update_widths, width_for)
 from models.awnn.importance import softplus_host
 from models.fcn import FCN
+from tests.helpers import ROOT
 
 
 def _assert_exact_storage(m: AdaptiveMLP, optimizer=None):
@@ -323,7 +324,7 @@ def test_build_from_registry():
     assert model(torch.randn(7, 3, 4)).shape == (7, 5)
     [mlp] = adaptive_modules(model)
     assert mlp.widths == [117, 117]
-    conf = OmegaConf.load("conf/model/awnn_mlp.yaml")
+    conf = OmegaConf.load(ROOT / "conf/model/awnn_mlp.yaml")
     assert build_model(conf, {"in_features": 2, "num_classes": 2})[1].widths == [232]
 
 

@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 from models import build_model
 from models.awnn import adaptive_modules, update_widths
 from models.resnet import ResNet20, ShortcutA
+from tests.helpers import ROOT
 
 MNIST = {"input_shape": (1, 28, 28), "num_classes": 10}
 CIFAR = {"input_shape": (3, 32, 32), "num_classes": 10}
@@ -44,7 +45,7 @@ def test_forward_shapes(info, head):
 
 
 def test_adaptive_head_is_awnn_setting():
-    model = build_model(OmegaConf.load("conf/model/resnet20.yaml").copy(), CIFAR)
+    model = build_model(OmegaConf.load(ROOT / "conf/model/resnet20.yaml").copy(), CIFAR)
     assert adaptive_modules(model) == []
     model = build_model(OmegaConf.create({"name": "resnet20", "head": "adaptive"}), CIFAR)
     [head] = adaptive_modules(model)
