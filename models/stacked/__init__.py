@@ -40,16 +40,16 @@ def _is_awnn_classifier(model: nn.Module) -> bool:
 
 
 def _awnn_stacker():
-    import models.awnn
+    from models.awnn import stack_adaptive   # lazy: models.awnn imports this package
 
-    return getattr(models.awnn, "stack_adaptive", None)
+    return stack_adaptive
 
 
 def is_stackable(model: nn.Module) -> bool:
     """Whether `stack_models` accepts members like `model`."""
     if isinstance(model, (FCN, DFANet)):
         return True
-    return _is_awnn_classifier(model) and _awnn_stacker() is not None
+    return _is_awnn_classifier(model)
 
 
 def stack_models(models: list[nn.Module], input_shape: tuple[int, ...] | None = None) -> nn.Module:
@@ -67,9 +67,5 @@ def stack_models(models: list[nn.Module], input_shape: tuple[int, ...] | None = 
     if isinstance(first, FCN):
         return StackedFCN(models, input_shape)
     if _is_awnn_classifier(first):
-        stack = _awnn_stacker()
-        if stack is None:
-            raise NotImplementedError("stacking AWNN classifiers needs models.awnn.stack_adaptive, "
-                                      "which this checkout does not have")
-        return stack(models, input_shape)
+        return _awnn_stacker()(models, input_shape)
     raise TypeError(f"cannot stack {type(first).__name__}; stackable: {STACKABLE}")
