@@ -214,7 +214,8 @@ def manifest(jobs: list[PlannedJob], experiment: str, profile: str, table, cli_o
                 "choices": j.choices, "delta": delta_from(base, j.flat)} for j in jobs]
     spec = OmegaConf.to_container(table, resolve=True) if OmegaConf.is_config(table) else table
     return {"experiment": experiment, "profile": profile, "overrides": list(cli_overrides),
-            "table": spec, "base": base, "jobs": entries, "updated": records.now()}
+            "commands": [list(cli_overrides)], "table": spec, "base": base, "jobs": entries,
+            "updated": records.now()}
 
 
 def merge_manifest(path: Path, new: dict) -> dict:
@@ -227,8 +228,10 @@ def merge_manifest(path: Path, new: dict) -> dict:
             old = records.read_json(path)
             configs = {e["key"]: (e, job_config(old["base"], e["delta"])) for e in old["jobs"]}
             configs.update({e["key"]: (e, job_config(new["base"], e["delta"])) for e in new["jobs"]})
+            commands = old.get("commands", [old["overrides"]])   # every sweep that fed the table
             new = {**new, "jobs": [{**e, "delta": delta_from(new["base"], flat)}
-                                   for e, flat in configs.values()]}
+                                   for e, flat in configs.values()],
+                   "commands": commands + [c for c in new["commands"] if c not in commands]}
         records.write_json(path, new)
     return new
 

@@ -136,3 +136,12 @@ def test_tables_cli_names_the_missing_manifest(results, tmp_path):
                            f"run.results_dir={results}"], cwd=tmp_path, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 2 and "no manifest" in proc.stderr and "run the sweep first" in proc.stderr
+
+
+def test_a_table_fed_by_two_sweeps_names_both_commands(tmp_path):
+    path = tmp_path / "manifests" / "quick.json"
+    first = ["profile=quick", "hydra.sweeper.only=[spiral_fixed]"]
+    second = ["profile=quick", "hydra.sweeper.only=[spiral_awnn]"]
+    for overrides in (first, second, first):
+        plan.merge_manifest(path, plan.manifest([], "awnn_table1", "quick", None, overrides, str(tmp_path)))
+    assert records.read_json(path)["commands"] == [first, second]

@@ -59,8 +59,11 @@ def build(experiment: str, overrides: list[str] | None = None) -> Path | None:
     spec = {**spec, "experiment": experiment}
     jobs = load_jobs(manifest, results_dir)
     table = build_cells(spec, jobs)
-    command = " ".join(["python -m experiments.run -m", f"experiment={experiment}", *manifest["overrides"]])
-    command = command.replace(f"experiment={experiment} experiment={experiment}", f"experiment={experiment}")
+    commands = []
+    for overrides in manifest.get("commands", [manifest["overrides"]]):   # one per sweep
+        line = " ".join(["python -m experiments.run -m", f"experiment={experiment}", *overrides])
+        commands.append(line.replace(f"experiment={experiment} experiment={experiment}", f"experiment={experiment}"))
+    command = "`; `".join(commands)
     markdown, frame = render(spec, table, profile, jobs, command)
     out = resolve(results_dir)
     stem = output_stem(experiment, profile, overrides)

@@ -86,6 +86,7 @@ class GridSweeper(BasicSweeper):
                  dry_run: bool = False):
         super().__init__(max_batch_size=max_batch_size, params=None)
         self.seeds, self.dry_run = seeds, dry_run
+        self.only = list(only) if only is not None else None
         if grids is not None and not isinstance(grids, (dict, list)):
             grids = OmegaConf.to_container(grids, resolve=True)
         self.grids = select(grids or [], list(only) if only is not None else None)
@@ -148,7 +149,8 @@ class GridSweeper(BasicSweeper):
             return 0
         first = jobs[0].base
         table = self.config.get("table")
-        body = plan.manifest(jobs, first.experiment, first.profile.name, table, arguments,
+        command = [*arguments, *([f"hydra.sweeper.only=[{','.join(self.only)}]"] if self.only else [])]
+        body = plan.manifest(jobs, first.experiment, first.profile.name, table, command,
                              first.run.results_dir)
         records.write_json(sweep_dir / "manifest.json", body)
         plan.merge_manifest(plan.manifest_path(first.run.results_dir, first.experiment,
