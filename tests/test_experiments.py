@@ -42,14 +42,13 @@ def test_every_experiment_has_a_table_header():
 
 # The default run composes every experiment at quick and NB Table 1 at every profile; the rest
 # (awnn_table1 alone plans ~2000 jobs in ~80 s at paper) compose under `-m slow`.
-SLOW_TO_PLAN = {"awnn_table1"}
 # One smoke run per code path in the default run (MLP/balancing, AWNN, text, truncation); the
 # rest, and the experiments whose smoke sweep takes over ~20 s, run under `-m slow`.
 SMOKE_DEFAULT = {"nb_toy", "awnn_truncation", "awnn_stability", "nb_transformer_imdb"}
 
 
 def _composes(name: str, profile: str):
-    slow = name in SLOW_TO_PLAN or (profile != "quick" and name != "nb_table1")
+    slow = profile != "quick" and name != "nb_table1"
     return pytest.param(name, profile, marks=pytest.mark.slow) if slow else (name, profile)
 
 
