@@ -61,6 +61,19 @@ class Tables:
     def __init__(self, results_dir: str):
         self.results_dir = results_dir
         self.cache: dict[str, tuple] = {}
+        self.by_profile: dict[str, dict] = {}    # experiment -> {profile: cells}
+
+    def same_budget(self, experiment: str, keys: list[tuple[str, str]], min_n: int = 1):
+        """The cells (row, col) of `keys`, all from one sweep: the paper budget when it has every
+        one of them with >= min_n runs, else the quick one; None when neither has them all. A
+        comparison never mixes budgets."""
+        self.get(experiment)
+        for profile in ("paper", "quick"):
+            table = self.by_profile.get(experiment, {}).get(profile, {})
+            found = [cell(table, r, c) for r, c in keys]
+            if all(x is not None and x.n >= min_n for x in found):
+                return found
+        return None
 
     def get(self, experiment: str):
         if experiment not in self.cache:
@@ -80,7 +93,9 @@ class Tables:
             if not any(j.status == "finished" for j in jobs):
                 continue
             spec = manifest["table"]
-            for row, by_col in build_cells(spec, jobs).items():
+            cells = build_cells(spec, jobs)
+            self.by_profile.setdefault(experiment, {})[profile] = cells
+            for row, by_col in cells.items():
                 if not any(c.n for c in by_col.values()):
                     continue
                 for c in by_col.values():
@@ -122,9 +137,10 @@ def compare_cells(experiment: str, pairs: list[tuple[str, str, str, str]], claim
         res = Result()
         used = []
         for ra, ca, rb, cb in pairs:
-            a, b = cell(table, ra, ca), cell(table, rb, cb)
-            if a is None or b is None or a.n < 1 or b.n < 1:
+            found = tables.same_budget(experiment, [(ra, ca), (rb, cb)])
+            if found is None:
                 continue
+            a, b = found
             used += [a, b]
             diff, lo, hi = difference(a, b)
             res.rows.append((ra if ra == rb else f"{ra} vs {rb}", diff, lo, hi, f"{a.n} vs {b.n}"))
@@ -191,17 +207,17 @@ def deeper_gap(experiment: str, col: str, base: str, rows: list[str]) -> callabl
 
     def test(tables: Tables) -> Result:
         profile, spec, table, jobs = tables.get(experiment)
-        gaps = []
-        for r in rows:
-            a, b = cell(table, r, col), cell(table, r, base)
-            if a is not None and b is not None and a.n >= 2 and b.n >= 2:
-                gaps.append((r, a, b))
+        deepest, gaps = rows[-1], []
+        for r in rows[:-1]:                       # the four cells of a pair from one budget
+            found = tables.same_budget(experiment, [(deepest, col), (deepest, base), (r, col), (r, base)], 2)
+            if found is not None:
+                gaps.append((r, *found))
         res = Result()
-        if len(gaps) < 2 or gaps[-1][0] != rows[-1]:
-            res.reason = f"needs {rows[-1]} and a shallower row with >= 2 replicates"
+        if not gaps:
+            res.reason = f"needs {deepest} and a shallower row with >= 2 replicates at one budget"
             return res
-        r2, a2, b2 = gaps[-1]
-        for r1, a1, b1 in gaps[:-1]:
+        r2 = deepest
+        for r1, a2, b2, a1, b1 in gaps:
             diff = (np.mean(a2.values) - np.mean(b2.values)) - (np.mean(a1.values) - np.mean(b1.values))
             se = math.sqrt(sum(np.var(c.values, ddof=1) / c.n for c in (a1, b1, a2, b2)))
             from scipy import stats
@@ -426,6 +442,8 @@ def build(results_dir: str = "results") -> Path:
             res = claim.test(tables)
         except Exception as err:  # a broken claim must show, not vanish
             res = Result(reason=f"error: {type(err).__name__}: {err}")
+        if res.budget.startswith("quick") and res.verdict != "not testable here":
+            res.reason += "; quick budget only: an early-training effect, not the paper's converged claim"
         per_row = "; ".join(f"{lab} {fmt(d)} [{fmt(lo)}, {fmt(hi)}] ({n})" for lab, d, lo, hi, n in res.rows)
         lines.append(f"| {i} | {claim.paper} | {claim.claim} | {claim.paper_numbers} | "
                      f"`{claim.experiment}` ({res.budget or 'no runs'}) | {per_row or '—'} | "
