@@ -26,7 +26,7 @@ from data.paths import resolve
 from experiments import identity, records
 from experiments.schema import validate
 
-NOT_TABLE_KEYS = ("seed", "experiment", "profile", "run.", "data.", "logger.", "hydra.")
+NOT_TABLE_KEYS = ("seed", "experiment", "profile", "run.", "data.", "logger.", "hydra.", "hydra/")
 # Models the stacked engine can train (docs/STACKING.md).
 STACKABLE_MODELS = ("fcn", "dfa_fcn", "awnn_mlp")
 

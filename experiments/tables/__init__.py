@@ -60,8 +60,8 @@ def build(experiment: str, overrides: list[str] | None = None) -> Path | None:
     jobs = load_jobs(manifest, results_dir)
     table = build_cells(spec, jobs)
     commands = []
-    for overrides in manifest.get("commands", [manifest["overrides"]]):   # one per sweep
-        line = " ".join(["python -m experiments.run -m", f"experiment={experiment}", *overrides])
+    for sweep in manifest.get("commands", [manifest["overrides"]]):   # one per sweep
+        line = " ".join(["python -m experiments.run -m", f"experiment={experiment}", *sweep])
         commands.append(line.replace(f"experiment={experiment} experiment={experiment}", f"experiment={experiment}"))
     command = "`; `".join(commands)
     markdown, frame = render(spec, table, profile, jobs, command)
