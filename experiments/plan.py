@@ -126,6 +126,8 @@ def stack_signature(cfg: DictConfig, ident: dict) -> str | None:
         return None
     if cfg.optimizer.scheduler.name == "plateau":   # a plateau schedule is per member
         return None
+    if cfg.model.get("feedback_transform", "fixed") != "fixed":   # StackedDFANet keeps B fixed
+        return None
     ident = dict(ident)
     for key in ("seed", *cfg.run.stack_over):
         ident.pop(key, None)

@@ -451,3 +451,9 @@ def test_balancing_a_member_subset_leaves_the_others_alone():
     m = fcn(SEEDS[2])
     balancing.partial_balance(m, 1)
     assert_member_equals(stack, 2, m)
+
+
+def test_covariant_feedback_is_never_stacked_silently():
+    members = [DFANet(IN, WIDTHS, OUT, feedback_seed=s, feedback_transform="covariant") for s in (0, 1)]
+    with pytest.raises(TypeError, match="covariant"):
+        stack_models(members)

@@ -63,6 +63,9 @@ def stack_models(models: list[nn.Module], input_shape: tuple[int, ...] | None = 
         kinds = sorted({type(m).__name__ for m in models})
         raise TypeError(f"members must share one type; got {kinds}")
     if isinstance(first, DFANet):
+        if any(m.feedback_transform != "fixed" for m in models):
+            raise TypeError("StackedDFANet keeps the feedback matrices fixed; "
+                            "model.feedback_transform=covariant trains unstacked")
         return StackedDFANet(models, input_shape)
     if isinstance(first, FCN):
         return StackedFCN(models, input_shape)
