@@ -103,12 +103,11 @@ def plan_jobs(job_overrides: list[list[str]], compose: Callable[[list[str]], Dic
             if seed is not None:
                 job_cfg.seed = seed
             base = validate(job_cfg)
+            job_seed = base.seed
             ident, flat = identity.identity(base), identity.meaningful(base)
         else:
-            base = typed
-            job_seed = typed.seed if seed is None else seed
+            base, job_seed = typed, typed.seed if seed is None else seed
             ident, flat = identity.with_seed(shared[0], job_seed), {**shared[1], "seed": job_seed}
-        job_seed = base.seed if seed is None else seed
         key = identity.key_of(base, ident, seed=job_seed)
         jobs.append(PlannedJob(list(overrides), base, job_seed, dict(choices), key,
                                identity.runs_root(base) / key, ident, flat))
