@@ -93,6 +93,7 @@ class TrainConfig:
     dtype: str = "float32"            # float64: model and tensor data in double (exactness tests)
     bn_recalibrate: bool = False      # recompute BatchNorm running stats on training batches before each evaluation
     bn_recalibrate_batches: int = 100  # at most this many training batches for that (0 = all)
+    eval_every: int = 1               # evaluate every k epochs (and always at the last); patience counts evaluations
 
 
 @dataclass
@@ -209,7 +210,7 @@ def validate(cfg: DictConfig) -> DictConfig:
         _check(key, STACK_OVER, "run.stack_over entry")
     for key, value in (("train.epochs", typed.train.epochs), ("train.batch_size", typed.train.batch_size),
                        ("optimizer.lr", typed.optimizer.lr), ("run.stack_max", typed.run.stack_max),
-                       ("run.jobs_per_gpu", typed.run.jobs_per_gpu)):
+                       ("run.jobs_per_gpu", typed.run.jobs_per_gpu), ("train.eval_every", typed.train.eval_every)):
         if value <= 0:
             raise ConfigError(f"{key}={value} must be > 0")
     if typed.regime.balance_every < 0:

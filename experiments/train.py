@@ -195,11 +195,12 @@ def fit(ctx: RunContext, regime, scheduler, members: Members, on_epoch=None,
         epoch_time = time.perf_counter() - start
 
         rows = [{"epoch": epoch + 1, "train_loss": train_losses[i], "time": epoch_time} for i in range(len(states))]
-        if cfg.train.bn_recalibrate:  # honest eval-mode numbers after few steps (issue 8, README)
+        evaluating = (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs
+        if evaluating and cfg.train.bn_recalibrate:  # honest eval-mode numbers after few steps (issue 8)
             recalibrate_batchnorm(ctx.model, data.train, cfg.train.batch_size,
                                   cfg.train.bn_recalibrate_batches, seed=cfg.seed)
-        splits = (["train"] if cfg.train.eval_train else []) + [n for n in ("val", "test")
-                                                                  if getattr(data, n) is not None]
+        splits = [] if not evaluating else (["train"] if cfg.train.eval_train else []) + [
+            n for n in ("val", "test") if getattr(data, n) is not None]
         for name in splits:
             for row, stats in zip(rows, members.evaluate(ctx.model, getattr(data, name), task,
                                                          cfg.train.eval_batch_size, pad_id)):

@@ -86,6 +86,7 @@ def test_nan_marks_the_run_diverged_and_the_sweep_carries_on(results):
     ("optimizer.name=rmsprop", "allowed: ['sgd', 'adam', 'adamw']"),
     ("model.activation=swish", "allowed:"),
     ("train.epochs=0", "train.epochs=0 must be > 0"),
+    ("train.eval_every=0", "train.eval_every=0 must be > 0"),
     ("dataset.fraction=1.5", "dataset.fraction=1.5"),
     ("+model.depth=3", "depth"),
     ("profile.name=huge", "allowed: ['paper', 'quick', 'smoke']"),
@@ -206,6 +207,15 @@ def test_run_record_contents(results):
     metrics = pd.read_csv(directory / "metrics.csv")
     assert list(metrics.epoch) == [1, 2]
     assert {"train_loss", "val_acc", "test_acc", "time"} <= set(metrics.columns)
+    assert summary["final"]["test_acc"] == pytest.approx(metrics.test_acc.iloc[-1])
+
+
+def test_eval_every_evaluates_every_kth_epoch_and_always_the_last(results):
+    summary = execute(cfg_for(results, "train.epochs=5", "train.eval_every=2"))
+    metrics = pd.read_csv(results / "runs" / "adhoc" / summary["key"] / "metrics.csv")
+    assert list(metrics.epoch) == [1, 2, 3, 4, 5]
+    assert list(metrics.test_acc.notna()) == [False, True, False, True, True]
+    assert metrics.train_loss.notna().all()
     assert summary["final"]["test_acc"] == pytest.approx(metrics.test_acc.iloc[-1])
 
 
