@@ -1,6 +1,6 @@
 """Figures and numbers that need more than metric curves: they read finished runs (or fresh models).
 
-Each `*_figure(spec, jobs, out)` is named by an experiment's `table.post` and is called by the
+Each `*_figure(spec, jobs, out, stem)` is named by an experiment's `table.post` and is called by the
 table builder after the table; `learned_widths` is the `${learned_widths:...}` config resolver.
 """
 from __future__ import annotations
@@ -40,45 +40,77 @@ def restore(job, device: str = "cpu"):
 
 
 # --------------------------------------------------------------------------- AWNN Fig. 6
-def truncation_figure(spec, jobs, out: Path, fractions=None) -> None:
-    """Post-hoc truncation (AWNN §5.4): test accuracy vs fraction of neurons kept, per run,
-    and the learned importance profile f(j; ν) of the first adaptive layer."""
+TRUNCATION_KEEP = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def run_truncation_curve(job) -> pd.DataFrame | None:
+    """Test accuracy of one finished run truncated to each fraction of its neurons, kept in the
+    run's record as `truncation.csv` (computed once from the checkpoint, which is not committed,
+    so the curve regenerates on any clone from the record alone). None: no curve can be had."""
     from models.awnn import adaptive_modules, truncate
 
-    fractions = fractions or [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
-    rows, profiles = [], []
-    for job in jobs:
-        if job.status != "finished" or not records.has_checkpoint(job.directory):
-            continue
-        model, data = restore(job)
-        if not adaptive_modules(model):
-            continue
-        widths = [w for m in adaptive_modules(model) for w in m.widths]
-        for keep in fractions:
-            acc = evaluate(truncate(model, keep), data.test, data.task, 4096)["acc"]
-            rows.append({"run": job.directory.name, "seed": job.seed, "keep": keep,
-                         "width": sum(max(1, round(keep * w)) for w in widths), "test_acc": acc})
-        profiles.append(adaptive_modules(model)[0].importances()[0].detach().cpu().numpy())
-    if not rows:
-        print("[analysis] truncation: no finished adaptive runs yet")
-        return
+    path = job.directory / "truncation.csv"
+    fresh = path.exists() and (not records.has_checkpoint(job.directory)
+                               or path.stat().st_mtime >= (job.directory / "checkpoint.pt").stat().st_mtime)
+    if fresh:
+        return pd.read_csv(path)
+    if not records.has_checkpoint(job.directory):
+        return None
+    model, data = restore(job)
+    if not adaptive_modules(model):
+        return None
+    widths = [w for m in adaptive_modules(model) for w in m.widths]
+    profile = adaptive_modules(model)[0].importances()[0].detach().cpu().numpy()
+    rows = [{"keep": keep, "width": sum(max(1, round(keep * w)) for w in widths),
+             "test_acc": evaluate(truncate(model, keep), data.test, data.task, 4096)["acc"]}
+            for keep in TRUNCATION_KEEP]
     frame = pd.DataFrame(rows)
-    records.atomic_write_text(out / "tables" / "awnn_truncation_curve.csv", frame.to_csv(index=False))
+    frame["importance_profile"] = [" ".join(f"{v:.6g}" for v in profile)] + [""] * (len(rows) - 1)
+    records.atomic_write_text(path, frame.to_csv(index=False))
+    return frame
+
+
+def truncation_figure(spec, jobs, out: Path, stem: str) -> None:
+    """Post-hoc truncation (AWNN §5.4): test accuracy vs fraction of neurons kept, per run and
+    importance convention, and the learned importance profile f(j; ν) of the first adaptive layer.
+    Writes tables/<stem>_curve.csv and figures/<stem>_curve.png."""
+    frames, profiles = [], []
+    for job in jobs:
+        if job.status != "finished":
+            continue
+        curve = run_truncation_curve(job)
+        if curve is None:
+            continue
+        convention = job.value("model.importance") or "paper"
+        profile = str(curve.importance_profile.iloc[0])
+        profiles.append((convention, np.array([float(v) for v in profile.split()])))
+        frames.append(curve.drop(columns="importance_profile").assign(
+            run=job.directory.name, seed=job.seed, importance=convention,
+            epochs=job.value("train.epochs"))[["run", "seed", "importance", "epochs", "keep", "width", "test_acc"]])
+    if not frames:
+        print("[analysis] truncation: no finished adaptive runs with a checkpoint or truncation.csv yet")
+        return
+    frame = pd.concat(frames, ignore_index=True)
+    records.atomic_write_text(out / "tables" / f"{stem}_curve.csv", frame.to_csv(index=False))
     plt = _plt()
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
-    curve = frame.groupby("keep").test_acc.agg(["mean", "std"]).fillna(0)
-    a.errorbar(curve.index * 100, curve["mean"], yerr=curve["std"], marker="o", ms=3)
+    for convention, group in frame.groupby("importance"):
+        curve = group.groupby("keep").test_acc.agg(["mean", "std"]).fillna(0)
+        a.errorbar(curve.index * 100, curve["mean"], yerr=curve["std"], marker="o", ms=3,
+                   label=f"{convention} (n={group.run.nunique()})")
     a.set_xlabel("neurons kept (%)")
     a.set_ylabel("test accuracy (%)")
-    a.set_title(f"post-hoc truncation (n={frame.run.nunique()})", fontsize=9)
-    for p in profiles:
-        b.plot(np.arange(len(p)), p, lw=1)
+    a.set_title("post-hoc truncation", fontsize=9)
+    a.legend(fontsize=8)
+    colours = {c: f"C{i}" for i, c in enumerate(sorted(frame.importance.unique()))}
+    for convention, p in profiles:
+        b.plot(np.arange(len(p)), p, lw=1, color=colours[convention])
     b.set_xlabel("neuron j")
     b.set_ylabel("importance f(j; ν)")
     b.set_title("learned importance, first adaptive layer", fontsize=9)
     fig.tight_layout()
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / "figures" / "awnn_truncation_curve.png", dpi=110)
+    fig.savefig(out / "figures" / f"{stem}_curve.png", dpi=110)
     plt.close(fig)
 
 
@@ -97,7 +129,7 @@ def activation_variance(init: str, layers: int = 5, width_nu: float = 0.01, n: i
     return [float((a * f).var()) for a, f in zip(acts, weights)]
 
 
-def init_figure(spec, jobs, out: Path) -> None:
+def init_figure(spec, jobs, out: Path, stem: str) -> None:
     """AWNN Fig. 2: per-layer activation variance at init, kaiming vs kaiming+ (no training)."""
     table = pd.DataFrame({init: activation_variance(init) for init in ("kaiming", "kaiming_plus")})
     table.index = [f"layer {i + 1}" for i in range(len(table))]

@@ -258,31 +258,40 @@ def extra_trend(experiment: str, metric: str, cells_in_order: list[tuple[str, st
 
 
 def csv_claim(path: str, compute: callable) -> callable:
-    """A claim read from an analysis table the experiment's `post` step wrote (results/tables)."""
+    """A claim read from an analysis table the experiment's `post` step wrote (results/tables).
+    `path` may be a list: the first that exists is read (the paper-budget table before the quick one)."""
+    paths = [path] if isinstance(path, str) else list(path)
 
     def test(tables: Tables) -> Result:
-        file = resolve(tables.results_dir) / "tables" / path
         res = Result()
-        if not file.exists():
-            res.reason = f"{path} not written yet (run the experiment)"
-            return res
-        return compute(pd.read_csv(file), res)
+        for name in paths:
+            file = resolve(tables.results_dir) / "tables" / name
+            if file.exists():
+                return compute(pd.read_csv(file), res)
+        res.reason = f"{paths[-1]} not written yet (run the experiment)"
+        return res
 
     return test
 
 
 def truncation_cost(frame: pd.DataFrame, res: Result) -> Result:
-    """Accuracy at 70% of the neurons minus at 100%, per run; 'costs nothing' = within tolerance."""
-    full = frame[frame.keep == 1.0].set_index("run").test_acc
-    cut = frame[(frame.keep - 0.7).abs() < 1e-9].set_index("run").test_acc
-    drops = (cut - full.reindex(cut.index)).dropna().to_numpy()
-    if len(drops) < 2:
+    """Accuracy at 70% of the neurons minus at 100%, per run and importance convention;
+    'costs nothing' = within tolerance."""
+    frame = frame.assign(importance=frame.get("importance", "paper"))
+    for convention, group in frame.groupby("importance", sort=True):
+        full = group[group.keep == 1.0].set_index("run").test_acc
+        cut = group[(group.keep - 0.7).abs() < 1e-9].set_index("run").test_acc
+        drops = (cut - full.reindex(cut.index)).dropna().to_numpy()
+        if len(drops) < 2:
+            continue
+        diff, lo, hi = welch_interval(drops, np.zeros_like(drops))
+        res.rows.append((f"keep 70%, {convention} importance", diff, lo, hi, str(len(drops))))
+    if not res.rows:
         res.reason = "fewer than 2 truncated runs"
         return res
-    diff, lo, hi = welch_interval(drops, np.zeros_like(drops))
-    res.effect, res.lo, res.hi, res.n = diff, lo, hi, str(len(drops))
-    res.rows = [("keep 70%", diff, lo, hi, res.n)]
-    res.budget = "see awnn_truncation table"
+    _, res.effect, res.lo, res.hi, res.n = res.rows[0]
+    epochs = sorted({int(e) for e in frame.get("epochs", pd.Series(dtype=float)).dropna()})
+    res.budget = f"{'/'.join(map(str, epochs))} ep" if epochs else "see awnn_truncation table"
     res.verdict, res.reason = verdict(res.rows, "equal")
     return res
 
@@ -352,7 +361,7 @@ CLAIMS = [
           "awnn_difficulty", extra_trend("awnn_difficulty", "width/total", [
               ("double_moon", "awnn/1"), ("spiral", "awnn/1"), ("spiral_hard", "awnn/1")], "greater")),
     Claim("AWNN", "Truncating 30% of a trained layer costs nothing (Fig. 6)", "Spiral: no loss at -30%",
-          "awnn_truncation", csv_claim("awnn_truncation_curve.csv", truncation_cost)),
+          "awnn_truncation", csv_claim(["awnn_truncation.paper_curve.csv", "awnn_truncation_curve.csv"], truncation_cost)),
     Claim("AWNN", "Online compression shrinks the width (Fig. 5)", "SpiralHard ~800 -> ~300 neurons",
           "awnn_compression", lambda t: _compression(t)),
     Claim("AWNN", "kaiming+ keeps activation variance across depth (Figs. 2, 7)", "flat vs vanishing",

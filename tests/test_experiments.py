@@ -4,8 +4,12 @@ real formats, ending with its table."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from experiments.plan import plan_experiment
@@ -89,3 +93,24 @@ def test_a_run_shared_by_two_experiments_trains_once(tiny_root, tmp_path):
     assert proc.stdout.count("[sweep] reuse nb_table1/") == 6, proc.stdout[-2000:]
     assert proc.stdout.count("[run] finished") == 6
     assert "(12/12 runs finished)" in proc.stdout
+
+
+def test_truncation_curve_regenerates_from_records_without_checkpoints(tiny_root, tmp_path):
+    """AWNN Fig. 6: each run keeps its truncation curve in its record, so a clone without
+    checkpoints rebuilds the same curve table."""
+    results = tmp_path / "results"
+    common = ["profile=smoke", f"data.root={tiny_root}", f"data.cache={tmp_path / 'cache'}",
+              f"run.results_dir={results}", "run.progress=false", "data.download=false"]
+    run_cli("-m", "experiment=awnn_truncation", *common)
+    curve_file = results / "tables" / "awnn_truncation.smoke_curve.csv"
+    first = pd.read_csv(curve_file)
+    assert set(first.importance) == {"paper", "authors"}
+    assert first.groupby("run").keep.apply(list).map(lambda k: k[-1] == 1.0).all()
+    for checkpoint in results.glob("runs/awnn_truncation/*/checkpoint*.pt"):
+        checkpoint.unlink()
+    curve_file.unlink()
+    proc = subprocess.run([sys.executable, "-m", "experiments.tables", "awnn_truncation", "profile=smoke",
+                           f"run.results_dir={results}"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    pd.testing.assert_frame_equal(pd.read_csv(curve_file), first)

@@ -74,7 +74,7 @@ def build(experiment: str, overrides: list[str] | None = None) -> Path | None:
         plot_curves(spec, table, out / "figures" / f"{stem}.png")
     if spec.get("post"):
         module, _, func = spec["post"].rpartition(".")
-        getattr(importlib.import_module(module), func)(spec, jobs, out)
+        getattr(importlib.import_module(module), func)(spec, jobs, out, stem)
     done = sum(j.status == "finished" for j in jobs)
     print(f"[tables] {md_path} ({done}/{len(jobs)} runs finished)")
     return md_path
