@@ -41,6 +41,7 @@ class PlannedJob:
     directory: Path
     ident: dict                      # what the key hashes (identity.identity)
     flat: dict                       # the flattened meaningful config (identity.meaningful)
+    grid: str = ""                   # the experiment grid it comes from (manifests replace by grid)
     _cfg: DictConfig | None = None
 
     @property
@@ -64,12 +65,13 @@ def is_group_override(override: str) -> bool:
     return "=" in override and (PROJECT_ROOT / "conf" / key).is_dir()
 
 
-def plan_jobs(job_overrides: list[list[str]], compose: Callable[[list[str]], DictConfig]) -> list[PlannedJob]:
+def plan_jobs(job_overrides: list[list[str]], compose: Callable[[list[str]], DictConfig],
+              grids: list[str] | None = None) -> list[PlannedJob]:
     """Compose and validate every job, exactly as Hydra composes it: the config-group overrides
     select the defaults list (`compose`), then Hydra's own override application sets the value
     overrides (the last step of Hydra's composition). Compositions are shared by jobs with the
     same group choices; validation and identity by jobs differing only by `seed=` (unless some
-    value interpolates the seed)."""
+    value interpolates the seed). `grids`: each job's grid name."""
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -110,7 +112,8 @@ def plan_jobs(job_overrides: list[list[str]], compose: Callable[[list[str]], Dic
             ident, flat = identity.with_seed(shared[0], job_seed), {**shared[1], "seed": job_seed}
         key = identity.key_of(base, ident, seed=job_seed)
         jobs.append(PlannedJob(list(overrides), base, job_seed, dict(choices), key,
-                               identity.runs_root(base) / key, ident, flat))
+                               identity.runs_root(base) / key, ident, flat,
+                               grid=grids[len(jobs)] if grids is not None else ""))
     keys = [j.key for j in jobs]
     if len(set(keys)) != len(keys):
         dup = sorted({k for k in keys if keys.count(k) > 1})
@@ -211,8 +214,8 @@ def manifest(jobs: list[PlannedJob], experiment: str, profile: str, table, cli_o
     """Jobs as (key, directory, overrides, choices, config delta against a shared base)."""
     base = jobs[0].flat if jobs else {}
     root = resolve(results_dir)
-    entries = [{"key": j.key, "dir": str(j.directory.relative_to(root)), "overrides": j.overrides,
-                "choices": j.choices, "delta": delta_from(base, j.flat)} for j in jobs]
+    entries = [{"key": j.key, "grid": j.grid, "dir": str(j.directory.relative_to(root)),
+                "overrides": j.overrides, "choices": j.choices, "delta": delta_from(base, j.flat)} for j in jobs]
     spec = OmegaConf.to_container(table, resolve=True) if OmegaConf.is_config(table) else table
     return {"experiment": experiment, "profile": profile, "overrides": list(cli_overrides),
             "commands": [list(cli_overrides)], "table": spec, "base": base, "jobs": entries,
@@ -220,14 +223,17 @@ def manifest(jobs: list[PlannedJob], experiment: str, profile: str, table, cli_o
 
 
 def merge_manifest(path: Path, new: dict) -> dict:
-    """Add `new`'s jobs to the manifest at `path` (same table), under a lock; returns the merge:
-    the union of jobs by key, the newest entry and table spec winning."""
+    """Add `new`'s jobs to the manifest at `path` (same table), under a lock; returns the merge.
+    A grid the new sweep ran replaces that grid's old jobs (a changed grid, e.g. more epochs,
+    leaves no stale runs in the table); other grids' jobs stay; the newest table spec wins."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if path.exists():
             old = records.read_json(path)
-            configs = {e["key"]: (e, job_config(old["base"], e["delta"])) for e in old["jobs"]}
+            swept = {e.get("grid", "") for e in new["jobs"]}
+            configs = {e["key"]: (e, job_config(old["base"], e["delta"])) for e in old["jobs"]
+                       if e.get("grid", "") not in swept}
             configs.update({e["key"]: (e, job_config(new["base"], e["delta"])) for e in new["jobs"]})
             commands = old.get("commands", [old["overrides"]])   # every sweep that fed the table
             new = {**new, "jobs": [{**e, "delta": delta_from(new["base"], flat)}
@@ -254,7 +260,7 @@ def plan_experiment(experiment: str, overrides: list[str]) -> tuple[DictConfig, 
     from hydra.core.global_hydra import GlobalHydra
 
     from data.paths import PROJECT_ROOT
-    from hydra_plugins.grid_sweeper.grid_sweeper import expand, select
+    from hydra_plugins.grid_sweeper.grid_sweeper import expand_named, select
 
     GlobalHydra.instance().clear()
     try:
@@ -271,9 +277,11 @@ def plan_experiment(experiment: str, overrides: list[str]) -> tuple[DictConfig, 
             grids = select(grids, list(only) if only is not None else None)
             task = [f"experiment={experiment}", *(o for o in overrides if not o.startswith("hydra."))]
             hydra_overrides = [o for o in overrides if o.startswith("hydra.")]
-            jobs = plan_jobs(expand(grids, sweeper.get("seeds", 1), task),
+            named = expand_named(grids, sweeper.get("seeds", 1), task)
+            jobs = plan_jobs([job for _, job in named],
                              lambda o: compose("config", overrides=[*o, *hydra_overrides],
-                                               return_hydra_config=True))
+                                               return_hydra_config=True),
+                             grids=[name for name, _ in named])
     finally:
         GlobalHydra.instance().clear()
     return base, jobs

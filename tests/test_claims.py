@@ -35,7 +35,7 @@ def test_verdicts_follow_the_intervals(results):
     first = row(results, 1)
     assert first["verdict"] == "partly" and "fcn2" in first["reason"] and "fcn5" in first["reason"]
     assert first["effect"] == pytest.approx(3.0) and first["ci_low"] < 3.0 < first["ci_high"]
-    assert "quick 15 ep" in first["budget"]
+    assert "quick 15/60 ep" in first["budget"]   # 2-/3-FCN 15 epochs, 5-FCN 60
     text = (results / "claims.md").read_text()
     assert "| 1 | NB |" in text and "**partly**" in text
     assert row(results, 10)["verdict"] == "not testable here"          # no AWNN runs at all

@@ -145,3 +145,21 @@ def test_a_table_fed_by_two_sweeps_names_both_commands(tmp_path):
     for overrides in (first, second, first):
         plan.merge_manifest(path, plan.manifest([], "awnn_table1", "quick", None, overrides, str(tmp_path)))
     assert records.read_json(path)["commands"] == [first, second]
+
+
+def test_resweeping_a_changed_grid_replaces_its_old_jobs_in_the_manifest(tmp_path):
+    """A grid whose config changed (more epochs, say) and is swept again leaves no stale runs in
+    the table; the other grids' jobs stay."""
+    import dataclasses
+
+    path = tmp_path / "manifests" / "smoke.json"
+    overrides = ["profile=smoke", f"run.results_dir={tmp_path}"]
+    _, jobs = plan.plan_experiment("nb_table1", [*overrides, "hydra.sweeper.only=[fcn23,fcn5]"])
+    assert {j.grid for j in jobs} == {"fcn23", "fcn5"}
+    plan.merge_manifest(path, plan.manifest(jobs, "nb_table1", "smoke", None, overrides, str(tmp_path)))
+    changed = [dataclasses.replace(j, key=j.key + "x", flat={**j.flat, "train.epochs": 99})
+               for j in jobs if j.grid == "fcn5"]
+    merged = plan.merge_manifest(path, plan.manifest(changed, "nb_table1", "smoke", None, overrides, str(tmp_path)))
+    assert {e["key"] for e in merged["jobs"]} == {j.key for j in jobs if j.grid == "fcn23"} | {j.key for j in changed}
+    assert all(plan.job_config(merged["base"], e["delta"])["train.epochs"] == 99
+               for e in merged["jobs"] if e["grid"] == "fcn5")

@@ -49,27 +49,29 @@ class GridSweeperConf:
 ConfigStore.instance().store(group="hydra/sweeper", name="grid", node=GridSweeperConf, provider="grid_sweeper")
 
 
-def select(grids, only=None) -> list:
-    """The grids to run: all of a list; of a mapping, those named in `only` (all when None)."""
+def select(grids, only=None) -> dict:
+    """The grids to run, by name: all of a list (named by position); of a mapping, those named
+    in `only` (all when None)."""
     if isinstance(grids, dict):
         unknown = sorted(set(only or []) - set(grids))
         if unknown:
             raise ValueError(f"hydra.sweeper.only={unknown} names no grid; grids: {list(grids)}")
-        return [g for name, g in grids.items() if only is None or name in only]
+        return {name: g for name, g in grids.items() if only is None or name in only}
     if only is not None:
         raise ValueError("hydra.sweeper.only needs named grids (a mapping) in the experiment file")
-    return list(grids)
+    return {str(i): g for i, g in enumerate(grids)}
 
 
-def expand(grids, seeds: int, arguments: list[str], config_loader=None) -> list[list[str]]:
-    """Every job's override list: for each grid, the cartesian product of its values, the
-    seeds and the command-line arguments (which replace a grid's own value for the same key)."""
+def expand_named(grids: dict, seeds: int, arguments: list[str], config_loader=None) -> list[tuple[str, list[str]]]:
+    """Every job's (grid name, override list): for each grid, the cartesian product of its
+    values, the seeds and the command-line arguments (which replace a grid's own value for the
+    same key). A job two grids share belongs to the first."""
     parser = OverridesParser.create(config_loader=config_loader)
     cli = parser.parse_overrides(list(arguments))
     cli_keys = {o.get_key_element() for o in cli}
-    jobs: list[list[str]] = []
+    jobs: list[tuple[str, list[str]]] = []
     seen = set()
-    for grid in grids or [{}]:
+    for name, grid in (grids or {"0": {}}).items():
         params = [f"{k}={v}" for k, v in dict(grid).items() if k not in cli_keys]
         if "seed" not in cli_keys and "seed" not in dict(grid):
             params.append(f"seed=range(0,{int(seeds)})")
@@ -77,7 +79,7 @@ def expand(grids, seeds: int, arguments: list[str], config_loader=None) -> list[
         for job in BasicSweeper.split_arguments(overrides, None)[0]:
             if tuple(job) not in seen:
                 seen.add(tuple(job))
-                jobs.append(job)
+                jobs.append((name, job))
     return jobs
 
 
@@ -99,8 +101,10 @@ class GridSweeper(BasicSweeper):
         loader = self.hydra_context.config_loader
         tic = time.perf_counter()
         try:
-            jobs = plan.plan_jobs(expand(self.grids, self.seeds, arguments, loader),
-                                  lambda overrides: loader.load_sweep_config(self.config, overrides))
+            named = expand_named(self.grids, self.seeds, arguments, loader)
+            jobs = plan.plan_jobs([job for _, job in named],
+                                  lambda overrides: loader.load_sweep_config(self.config, overrides),
+                                  grids=[name for name, _ in named])
         except ConfigError as err:
             fail_config(err)
         sweep_dir = Path(self.config.hydra.sweep.dir)
