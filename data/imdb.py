@@ -29,6 +29,7 @@ _MEMBER = re.compile(r"(?:^|/)aclImdb/(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
 class IMDBConfig:
     name: str = "imdb"
     fraction: float = 1.0       # stratified share of the training part kept (NB 5% IMDB: 0.05)
+    test_fraction: float = 1.0  # stratified share of the 25k test reviews evaluated (quick profiles: 0.2)
     split_seed: int = 42        # validation holdout and `fraction` subsample
     val_fraction: float = 0.1   # stratified holdout of the official train set
     tokenizer: str = "word"     # word | bpe
@@ -97,6 +98,8 @@ def load(cfg: IMDBConfig, data_cfg, device) -> DataBundle:
     check_choice("dataset.truncate", cfg.truncate, TRUNCATE)
     if not 0.0 <= cfg.val_fraction < 1.0:
         raise ValueError(f"dataset.val_fraction={cfg.val_fraction}: must be in [0, 1)")
+    if not 0.0 < cfg.test_fraction <= 1.0:
+        raise ValueError(f"dataset.test_fraction={cfg.test_fraction}: must be in (0, 1]")
     if cfg.vocab_size <= len(SPECIALS) or cfg.max_len < 1:
         raise ValueError(f"dataset.vocab_size={cfg.vocab_size}, dataset.max_len={cfg.max_len}: "
                          f"need vocab_size > {len(SPECIALS)} and max_len >= 1")
@@ -116,7 +119,9 @@ def load(cfg: IMDBConfig, data_cfg, device) -> DataBundle:
     split = lambda idx: TensorSplit((tokens[idx], lengths[idx]), labels[idx]).to(device)
     train = split(train_idx)
     val = split(t["val_idx"]) if len(t["val_idx"]) else None
-    test = TensorSplit(t["test"][:2], t["test"][2]).to(device)
+    test_tokens, test_lengths, test_labels = t["test"]
+    test_idx = stratified_indices(test_labels, cfg.test_fraction, cfg.split_seed)
+    test = TensorSplit((test_tokens[test_idx], test_lengths[test_idx]), test_labels[test_idx]).to(device)
     return DataBundle(
         train=train, val=val, test=test, task="classification",
         info={"vocab_size": t["vocab_size"], "pad_id": 0, "unk_id": 1, "num_classes": 2,

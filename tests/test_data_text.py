@@ -134,6 +134,18 @@ def test_imdb_fraction_is_stratified(tmp_path, imdb_tree):
     assert part.info["n_train"] == 10 and len(part.test) == 40
 
 
+def test_imdb_test_fraction_is_a_stratified_subset_of_the_test_reviews(tmp_path, imdb_tree):
+    full = load_imdb(tmp_path, imdb_tree, val_fraction=0.0)
+    part = load_imdb(tmp_path, imdb_tree, val_fraction=0.0, test_fraction=0.25)
+    assert torch.bincount(part.test.target).tolist() == [5, 5] and len(part.train) == len(full.train)
+    (full_tokens, _), _ = full.test.take(torch.arange(len(full.test)))
+    (part_tokens, _), _ = part.test.take(torch.arange(len(part.test)))
+    rows = {tuple(r) for r in full_tokens.tolist()}
+    assert all(tuple(r) in rows for r in part_tokens.tolist())      # a subset, not new reviews
+    with pytest.raises(ValueError, match="dataset.test_fraction=0"):
+        load_imdb(tmp_path, imdb_tree, test_fraction=0.0)
+
+
 def test_imdb_missing_files_named(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         load_imdb(tmp_path, tmp_path / "empty")
