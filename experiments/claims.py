@@ -143,7 +143,8 @@ def compare_cells(experiment: str, pairs: list[tuple[str, str, str, str]], claim
             a, b = found
             used += [a, b]
             diff, lo, hi = difference(a, b)
-            res.rows.append((ra if ra == rb else f"{ra} vs {rb}", diff, lo, hi, f"{a.n} vs {b.n}"))
+            label = ra if ra == rb else f"{ca}: {ra} vs {rb}" if ca == cb else f"{ra}/{ca} vs {rb}/{cb}"
+            res.rows.append((label, diff, lo, hi, f"{a.n} vs {b.n}"))
         if not res.rows:
             res.reason = "no finished runs for these cells"
             return res
