@@ -19,10 +19,12 @@ if not OmegaConf.has_resolver("budget"):
     OmegaConf.register_new_resolver("budget", _budget)
 
 
-def _learned_widths(experiment, dataset, results_dir="results"):
+def _learned_widths(experiment, dataset, results_dir="results", *, _root_):
+    """`${learned_widths:EXPERIMENT,DATASET[,RESULTS_DIR]}`: the widths AWNN learned in the runs
+    of the same profile (a quick Fixed+ never reads paper-budget widths, nor the reverse)."""
     from experiments.analysis import learned_widths  # heavy imports only when used
 
-    return learned_widths(experiment, dataset, results_dir)
+    return learned_widths(experiment, dataset, results_dir, profile=_root_.profile.name)
 
 
 if not OmegaConf.has_resolver("learned_widths"):

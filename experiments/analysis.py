@@ -149,11 +149,12 @@ def init_figure(spec, jobs, out: Path, stem: str) -> None:
 
 
 # --------------------------------------------------------------------------- AWNN App. D
-def learned_widths(experiment: str, dataset: str, results_dir: str = "results") -> str:
+def learned_widths(experiment: str, dataset: str, results_dir: str = "results",
+                   profile: str | None = None) -> str:
     """`${learned_widths:awnn_table1,spiral}`: the widths AWNN learned on `dataset` in
-    `experiment`, as an override value "[w1,w2,...]": the final per-layer widths averaged over
-    the seeds of the AWNN configuration with the best mean validation score (the one the table
-    reports). Reads run records only."""
+    `experiment` (runs of `profile` only, when given), as an override value "[w1,w2,...]": the
+    final per-layer widths averaged over the seeds of the AWNN configuration with the best mean
+    validation score (the one the table reports). Reads run records only."""
     root = resolve(results_dir) / "runs" / experiment
     groups: dict[str, list[tuple[dict, dict]]] = {}
     for summary_path in sorted(root.glob("*/summary.json")):
@@ -163,13 +164,17 @@ def learned_widths(experiment: str, dataset: str, results_dir: str = "results") 
         cfg = OmegaConf.load(summary_path.parent / "config.yaml")
         if cfg.dataset.name != dataset or not cfg.regime.awnn.enabled:
             continue
+        if profile is not None and cfg.profile.name != profile:
+            continue
         body = OmegaConf.to_container(cfg, resolve=True)
         body.pop("seed", None)
         body.get("dataset", {}).pop("fold", None)
         groups.setdefault(repr(sorted(body.items(), key=str)), []).append((summary, cfg))
     if not groups:
-        raise ValueError(f"learned_widths: no finished AWNN run on {dataset!r} under {root}; "
-                         f"run `python -m experiments.run -m experiment={experiment}` first")
+        at = f" at profile={profile}" if profile else ""
+        raise ValueError(f"learned_widths: no finished AWNN run on {dataset!r}{at} under {root}; "
+                         f"run `python -m experiments.run -m experiment={experiment}"
+                         f"{f' profile={profile}' if profile else ''}` first")
 
     def score(runs):
         values = [s["best_val"].get(f"val_{s['metric']}") for s, _ in runs if s.get("best_val")]

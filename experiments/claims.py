@@ -9,10 +9,14 @@ falling back to the quick one, and reports our effect with a 95% interval and n:
     (scipy.stats.bootstrap) when the metric is an accuracy within 2 points of 100%, where a
     t interval would leave the possible range;
   - a monotone trend (width vs difficulty): the differences between neighbours.
-Verdicts: reproduced (the interval lies on the claimed side, or inside the tolerance for an
-"equal" claim), not reproduced (the interval lies on the other side, or outside the tolerance),
-partly (some rows hold, others do not, or the interval straddles the boundary), not testable
-here (no finished runs, e.g. no CIFAR data on this machine).
+Verdicts, from each row's 95% interval (EQUAL_TOLERANCE = 1 point):
+  - reproduced: every row's interval lies on the claimed side (or within the tolerance for an
+    "equal" claim);
+  - not reproduced: no row holds and some interval rules the claim out (it excludes a gain of the
+    tolerance or more, or lies outside the tolerance);
+  - partly: some rows hold, others do not;
+  - inconclusive: every interval is too wide to decide at its n;
+  - not testable here: no finished runs (e.g. no CIFAR data on this machine) or n < 2.
 """
 from __future__ import annotations
 
@@ -158,28 +162,41 @@ def compare_cells(experiment: str, pairs: list[tuple[str, str, str, str]], claim
 
 
 def verdict(rows, claimed: str) -> tuple[str, str]:
-    holds, fails = [], []
+    """Each row's 95% interval either holds the claim (lies above 0 / below 0 / within the
+    tolerance), rules it out (excludes a gain of EQUAL_TOLERANCE or more / lies outside the
+    tolerance), or is too wide to decide at its n. A claim whose every row is undecided is
+    "inconclusive", not "not reproduced"."""
+    tol = EQUAL_TOLERANCE
+    state = {}
     for label, diff, lo, hi, _ in rows:
         if not math.isfinite(lo):
             continue
         if claimed == "greater":
-            (holds if lo > 0 else fails if hi < 0 else []).append(label)
+            state[label] = "holds" if lo > 0 else "fails" if hi < tol else "open"
         elif claimed == "less":
-            (holds if hi < 0 else fails if lo > 0 else []).append(label)
+            state[label] = "holds" if hi < 0 else "fails" if lo > -tol else "open"
         else:
-            (holds if -EQUAL_TOLERANCE <= lo and hi <= EQUAL_TOLERANCE
-             else fails if lo > EQUAL_TOLERANCE or hi < -EQUAL_TOLERANCE else []).append(label)
-    decided = [r for r in rows if math.isfinite(r[2])]
-    side = {"greater": "above 0", "less": "below 0", "equal": f"within ±{EQUAL_TOLERANCE}"}[claimed]
-    if not decided:
+            state[label] = ("holds" if -tol <= lo and hi <= tol
+                            else "fails" if lo > tol or hi < -tol else "open")
+    if not state:
         return "not testable here", "fewer than 2 replicates per cell: no interval"
-    if len(holds) == len(rows):
+    named = {k: [label for label, s in state.items() if s == k] for k in ("holds", "fails", "open")}
+    side = {"greater": "above 0", "less": "below 0", "equal": f"within ±{tol}"}[claimed]
+    ruled_out = {"greater": f"excludes a gain of {tol} or more", "less": f"excludes a drop of {tol} or more",
+                 "equal": f"lies outside ±{tol}"}[claimed]
+    parts = [f"{what} in {', '.join(named[k])}" for k, what in
+             (("holds", "holds"), ("fails", "ruled out"), ("open", "undecided"))
+             if named[k] and len(named[k]) < len(rows)]
+    if len(named["holds"]) == len(rows):
         return "reproduced", f"95% interval {side} in every row ({len(rows)})"
-    if len(fails) == len(rows):
-        return "not reproduced", f"95% interval on the wrong side of the claim in every row ({len(rows)})"
-    if holds:
-        return "partly", f"holds in {', '.join(holds)}; not in {', '.join(r[0] for r in rows if r[0] not in holds)}"
-    return "not reproduced", f"no row's 95% interval lies {side}"
+    if len(named["fails"]) == len(rows):
+        return "not reproduced", f"95% interval {ruled_out} in every row ({len(rows)})"
+    if len(named["open"]) == len(rows):
+        return "inconclusive", (f"every 95% interval is too wide to decide at this n: it contains 0 "
+                                f"and {'a gap beyond' if claimed == 'equal' else 'an effect of'} ±{tol}")
+    if named["holds"]:
+        return "partly", "; ".join(parts)
+    return "not reproduced", "; ".join(parts) + f" (ruled out: the interval {ruled_out})"
 
 
 def from_spec(experiment: str, claimed: str) -> callable:
@@ -462,13 +479,13 @@ def build(results_dir: str = "results") -> Path:
                          "experiment": claim.experiment, "budget": res.budget, "effect": res.effect,
                          "ci_low": res.lo, "ci_high": res.hi, "n": res.n, "per_row": per_row,
                          "verdict": res.verdict, "reason": res.reason})
-    lines += ["", f"_Regenerate: `make claims` (python -m experiments.claims run.results_dir={results_dir})._", ""]
+    lines += ["", "_Regenerate: `make claims` (python -m experiments.claims run.results_dir=results)._", ""]
     out = resolve(results_dir)
     records.atomic_write_text(out / "claims.md", "\n".join(lines))
     records.atomic_write_text(out / "claims.csv", pd.DataFrame(out_rows).to_csv(index=False))
     print(f"[claims] {out / 'claims.md'}: " + ", ".join(
         f"{v} {sum(r['verdict'] == v for r in out_rows)}" for v in
-        ("reproduced", "partly", "not reproduced", "not testable here")))
+        ("reproduced", "partly", "not reproduced", "inconclusive", "not testable here")))
     return out / "claims.md"
 
 

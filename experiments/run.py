@@ -188,8 +188,9 @@ def train_run(cfg: DictConfig, directory) -> dict:
 def report(summary: dict, task: str, state: LoopState) -> None:
     metric = primary_metric(task)[0]
     value = summary["final"].get(f"test_{metric}", float("nan"))
+    why = f" ({summary['diverged_because']})" if summary.get("diverged_because") else ""
     print(f"[run] {summary['status']} {summary['key']}: epochs={state.epoch} "
-          f"test_{metric}={value:.4f} ({state.elapsed:.1f}s)")
+          f"test_{metric}={value:.4f} ({state.elapsed:.1f}s){why}")
 
 
 def summarize(cfg, key: str, state: LoopState, task: str, splits: dict, choices: dict | None = None) -> dict:
@@ -205,6 +206,7 @@ def summarize(cfg, key: str, state: LoopState, task: str, splits: dict, choices:
         "status": state.status, "key": key, "experiment": cfg.experiment, "seed": cfg.seed,
         "metric": metric, "direction": direction, "epochs": state.epoch,
         "train_seconds": state.elapsed, "final": history[-1] if history else {},
+        **({"diverged_because": state.diverged_because} if state.status == "diverged" else {}),
         "best_val": best_by(f"val_{metric}"), "best_test": best_by(f"test_{metric}"),
         "splits": splits, "choices": hydra_choices() if choices is None else choices,
         "code_version": code_state()["code_version"], "finished": records.now(),

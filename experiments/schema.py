@@ -62,6 +62,10 @@ class AWNNRegimeConfig:
     compress_mu: float = 0.05
     compress_sigma: float = 1.0
     compress_factor: float = 0.1
+    # A layer wider than this ends the run as diverged: with no prior on ν nothing bounds the
+    # width, and the authors' renormalised importance lets ν collapse (Spiral seed 2: ν 0.01 ->
+    # 2e-5, 110k neurons by epoch 180). The papers' widest layers are ~2k neurons.
+    runaway_width: Optional[int] = 20000
 
 
 @dataclass

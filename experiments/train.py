@@ -91,6 +91,7 @@ class LoopState:
     best_val: float | None = None
     epochs_since_best: int = 0
     status: str = "running"
+    diverged_because: str = ""          # the value that was not finite, or the runaway width
 
 
 class Members:
@@ -233,8 +234,13 @@ def record_epoch(cfg, state: LoopState, row: dict, epoch_time: float, metric: st
     state.elapsed += epoch_time
     state.history.append(row)
     state.epoch = row["epoch"]
-    if any(not math.isfinite(v) for k, v in row.items() if k.endswith("loss") or k == f"test_{metric}"):
+    bad = [k for k, v in row.items() if (k.endswith("loss") or k == f"test_{metric}") and not math.isfinite(v)]
+    runaway = cfg.regime.awnn.runaway_width
+    wide = [k for k, v in row.items() if k.startswith("width/l") and runaway is not None and v > runaway]
+    if bad or wide:
         state.status = "diverged"
+        state.diverged_because = (f"{bad[0]}={row[bad[0]]}" if bad else
+                                  f"{wide[0]}={row[wide[0]]:.0f} > regime.awnn.runaway_width={runaway}")
     if f"val_{metric}" in row:  # early stopping on the validation metric
         value = row[f"val_{metric}"] * (1 if direction == "max" else -1)
         if state.best_val is None or value > state.best_val:

@@ -193,7 +193,7 @@ def test_member_state_round_trip_and_resume():
             torch.testing.assert_close(other.member_state_dict(i)[key], value, rtol=1e-9, atol=1e-11)
 
 
-def test_zero_member_and_non_finite_nu_keep_widths():
+def test_zero_member_shrinks_it_for_good_and_non_finite_nu_keeps_widths():
     stack = stack_adaptive([classifier(s) for s in SEEDS])
     opt = torch.optim.Adam(stack.parameters(), lr=0.05)
     out = stack(torch.randn(3, 8, 1, 2))
@@ -207,8 +207,9 @@ def test_zero_member_and_non_finite_nu_keep_widths():
     assert all(p[1].abs().max() == 0 for p in stack.parameters())
     assert all(s[1].abs().max() == 0
                for p in stack.parameters() for s in opt.state[p].values() if s.ndim)
+    assert stack.widths[1] == [1] * len(widths[1])
     assert update_widths(stack, opt)
-    assert stack.widths[0] == widths[0] and stack.widths[1] == widths[1]
+    assert stack.widths[0] == widths[0] and stack.widths[1] == [1] * len(widths[1])
     assert stack.widths[2][0] < widths[2][0]
     with pytest.raises(IndexError, match="member 3"):
         stack.member_state_dict(3)

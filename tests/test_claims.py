@@ -49,5 +49,22 @@ def test_a_claim_on_the_wrong_side_is_not_reproduced(results):
     assert tuned["verdict"] == "reproduced" and tuned["effect"] == pytest.approx(2.0)
 
 
+def test_intervals_too_wide_to_decide_are_inconclusive_not_a_failure(results):
+    noise = {0: -10.0, 1: 0.0, 2: 10.0}                               # +-23-point intervals at n=3
+    fabricate(results, lambda regime, model, seed: 80.0 + noise[seed] + (1.5 if regime == "nb_l1" else 0.0))
+    claims.build(str(results))
+    first = row(results, 1)
+    assert first["verdict"] == "inconclusive" and "too wide" in first["reason"]
+    assert first["ci_low"] < -1.0 and first["ci_high"] > 1.0
+
+
+def test_a_precise_null_rules_out_the_claimed_gain(results):
+    noise = {0: -0.1, 1: 0.0, 2: 0.1}
+    fabricate(results, lambda regime, model, seed: 80.0 + noise[seed] + (0.2 if regime == "nb_l1" and model == "fcn5" else 0.0))
+    claims.build(str(results))
+    first = row(results, 1)
+    assert first["verdict"] == "not reproduced" and "excludes a gain of 1.0" in first["reason"]
+
+
 def test_one_replicate_gives_no_interval(results):
     assert np.isnan(claims.welch_interval([1.0], [0.0, 1.0])[1])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -227,3 +228,16 @@ def test_wandb_logger_offline_logs_the_same_rows(results, monkeypatch):
     assert summary["status"] == "finished"
     runs = list((results / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+
+
+def test_a_runaway_awnn_width_is_recorded_as_diverged_and_the_sweep_carries_on(results):
+    """ν collapsing to 0 grows a layer without bound (authors' importance, no ν prior): past
+    regime.awnn.runaway_width the run stops as diverged and says why."""
+    proc = run_cli("-m", "experiment=awnn_table1", "profile=smoke", "hydra.sweeper.only=[spiral_awnn]",
+                   f"run.results_dir={results}", "run.progress=false", "regime.awnn.runaway_width=100,100000")
+    summaries = sorted((json.loads(p.read_text()) for p in results.glob("runs/awnn_table1/*/summary.json")),
+                       key=lambda s: s["status"])
+    assert [s["status"] for s in summaries] == ["diverged", "finished"], proc.stdout
+    because = summaries[0]["diverged_because"]
+    assert re.fullmatch(r"width/l0=\d+ > regime.awnn.runaway_width=100", because), because
+    assert because in proc.stdout

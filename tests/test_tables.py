@@ -109,7 +109,9 @@ def test_sweep_typed_on_the_command_line_builds_its_table(results):
     manifest = json.loads((results / "runs" / "demo_digits" / "manifests" / "smoke.json").read_text())
     summaries = {json.loads(p.read_text())["key"] for p in results.glob("runs/demo_digits/*/summary.json")}
     assert {j["key"] for j in manifest["jobs"]} == summaries   # the keys the jobs wrote
-    assert (results / "tables" / "demo_digits.smoke.md").exists()
+    table = (results / "tables" / "demo_digits.smoke.md").read_text()
+    regenerate = next(line for line in table.splitlines() if line.startswith("_Regenerate"))
+    assert "seed=0,1" in regenerate and str(results) not in regenerate     # no machine paths
 
 
 def test_welch_interval_against_known_numbers():
@@ -163,3 +165,24 @@ def test_resweeping_a_changed_grid_replaces_its_old_jobs_in_the_manifest(tmp_pat
     assert {e["key"] for e in merged["jobs"]} == {j.key for j in jobs if j.grid == "fcn23"} | {j.key for j in changed}
     assert all(plan.job_config(merged["base"], e["delta"])["train.epochs"] == 99
                for e in merged["jobs"] if e["grid"] == "fcn5")
+
+
+def test_fixed_plus_reads_the_widths_learned_at_its_own_profile(results):
+    """`${learned_widths:...}` takes the AWNN runs of the planning profile only: paper-budget
+    widths in the same results directory leave the quick Fixed+ sweep (and its run keys) alone."""
+    from omegaconf import OmegaConf
+
+    for profile, grids, width in (("quick", "spiral_awnn,spiral_hard_awnn", 41),
+                                  ("paper", "spiral_awnn_cpu,spiral_hard_awnn_cpu", 77)):
+        _, jobs = plan.plan_experiment("awnn_table1", [f"profile={profile}", f"run.results_dir={results}",
+                                                       f"hydra.sweeper.only=[{grids}]", "seed=0"])
+        for job in jobs:
+            job.directory.mkdir(parents=True)
+            OmegaConf.save(job.cfg, job.directory / "config.yaml")
+            records.write_json(job.directory / "summary.json", {
+                "status": "finished", "metric": "acc", "direction": "max",
+                "best_val": {"val_acc": 99.0}, "final": {"width/l0": width}})
+    for profile, width in (("quick", 41), ("paper", 77)):
+        _, fixed = plan.plan_experiment("awnn_fixed_plus", [f"profile={profile}", f"run.results_dir={results}",
+                                                            "hydra.sweeper.only=[spiral]"])
+        assert {tuple(j.cfg.model.widths) for j in fixed if j.cfg.dataset.name == "spiral"} == {(width,)}

@@ -39,6 +39,15 @@ def _option(overrides: list[str], key: str, default: str) -> str:
     return next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+") == key), default)
 
 
+# Where this machine keeps things and how it logs: left out of a table's regenerate line, which
+# then reads the same on every clone (the reader adds data.root=... for their own data).
+MACHINE_KEYS = ("data.root", "run.results_dir", "run.threads", "run.progress")
+
+
+def portable(overrides: list[str]) -> list[str]:
+    return [o for o in overrides if o.split("=", 1)[0].lstrip("+") not in MACHINE_KEYS]
+
+
 def output_stem(experiment: str, profile: str, overrides: list[str]) -> str:
     tag = plan.table_tag(overrides)
     if profile == "quick" and not tag:
@@ -61,7 +70,7 @@ def build(experiment: str, overrides: list[str] | None = None) -> Path | None:
     table = build_cells(spec, jobs)
     commands = []
     for sweep in manifest.get("commands", [manifest["overrides"]]):   # one per sweep
-        line = " ".join(["python -m experiments.run -m", f"experiment={experiment}", *sweep])
+        line = " ".join(["python -m experiments.run -m", f"experiment={experiment}", *portable(sweep)])
         commands.append(line.replace(f"experiment={experiment} experiment={experiment}", f"experiment={experiment}"))
     command = "`; `".join(commands)
     markdown, frame = render(spec, table, profile, jobs, command)

@@ -285,9 +285,12 @@ class StackedAdaptiveMLP(nn.Module):
 
     @torch.no_grad()
     def zero_member(self, i: int, optimizer: torch.optim.Optimizer | None = None) -> None:
-        """Zero member i's parameters and optimiser state (a diverged member) and keep its
-        widths from then on, so that its NaNs stop flowing and it stops resizing."""
+        """Zero member i's parameters and optimiser state (a diverged member), so that its NaNs
+        stop flowing, and shrink it to one neuron per layer for good: its record is final, and
+        a member whose width ran away no longer makes the others compute at its capacity."""
         self._check_member(i)
+        self._frozen.discard(i)
+        self.resize_members({i: [1] * self.num_hidden}, optimizer)
         for p in self.parameters():
             p.data[i].zero_()
             for state, key in state_tensors(p, optimizer):
