@@ -266,7 +266,8 @@ def extra_trend(experiment: str, metric: str, cells_in_order: list[tuple[str, st
             return res
         for (r1, c1, x1), (r2, c2, x2) in zip(found, found[1:]):
             diff, lo, hi = welch_interval(x2.extra[metric], x1.extra[metric])
-            res.rows.append((f"{r2} − {r1}", diff, lo, hi, f"{len(x2.extra[metric])} vs {len(x1.extra[metric])}"))
+            label = f"{r2} − {r1}" if r1 != r2 else f"{r2}: {c2} − {c1}"
+            res.rows.append((label, diff, lo, hi, f"{len(x2.extra[metric])} vs {len(x1.extra[metric])}"))
         res.budget = budget_of(profile, jobs, [x for _, _, x in found])
         res.verdict, res.reason = verdict(res.rows, claimed)
         res.effect, res.lo, res.hi, res.n = res.rows[0][1:]
