@@ -235,8 +235,8 @@ def record_epoch(cfg, state: LoopState, row: dict, epoch_time: float, metric: st
     state.history.append(row)
     state.epoch = row["epoch"]
     bad = [k for k, v in row.items() if (k.endswith("loss") or k == f"test_{metric}") and not math.isfinite(v)]
-    runaway = cfg.regime.awnn.runaway_width
-    wide = [k for k, v in row.items() if k.startswith("width/l") and runaway is not None and v > runaway]
+    runaway = cfg.regime.awnn.runaway_width or math.inf
+    wide = [k for k, v in row.items() if k.startswith("width/l") and v > runaway]
     if bad or wide:
         state.status = "diverged"
         state.diverged_because = (f"{bad[0]}={row[bad[0]]}" if bad else

@@ -289,7 +289,6 @@ class StackedAdaptiveMLP(nn.Module):
         stop flowing, and shrink it to one neuron per layer for good: its record is final, and
         a member whose width ran away no longer makes the others compute at its capacity."""
         self._check_member(i)
-        self._frozen.discard(i)
         self.resize_members({i: [1] * self.num_hidden}, optimizer)
         for p in self.parameters():
             p.data[i].zero_()
