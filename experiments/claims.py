@@ -429,21 +429,22 @@ def _stability(tables: Tables) -> Result:
 
 
 def _fixed_plus(tables: Tables) -> Result:
-    """Fixed+ accuracy (awnn_fixed_plus) against AWNN (awnn_table1), per data set."""
-    _, _, plus, jobs_plus = tables.get("awnn_fixed_plus")
-    profile, _, awnn, jobs = tables.get("awnn_table1")
-    res = Result()
+    """Fixed+ accuracy (awnn_fixed_plus) against AWNN (awnn_table1) of the same profile, per data set."""
+    profile, _, plus, _ = tables.get("awnn_fixed_plus")
+    tables.get("awnn_table1")
+    res, used = Result(), []
     for (row,), by_col in plus.items():
         for c in by_col.values():
-            a = cell(awnn, row, "awnn")
+            a = cell(tables.by_profile.get("awnn_table1", {}).get(getattr(c, "profile", None), {}), row, "awnn")
             if a is None or not c.n or not a.n:
                 continue
             diff, lo, hi = difference(c, a)
             res.rows.append((row, diff, lo, hi, f"{c.n} vs {a.n}"))
+            used += [c, a]
     if not res.rows:
-        res.reason = "no finished Fixed+ runs"
+        res.reason = "no finished Fixed+ runs with AWNN runs of the same profile"
         return res
-    res.budget = budget_of(profile, jobs, [])
+    res.budget = budget_of(profile, [], used)
     res.verdict, res.reason = verdict(res.rows, "equal")
     res.effect, res.lo, res.hi, res.n = res.rows[0][1:]
     return res

@@ -235,12 +235,27 @@ def merge_manifest(path: Path, new: dict) -> dict:
             configs = {e["key"]: (e, job_config(old["base"], e["delta"])) for e in old["jobs"]
                        if e.get("grid", "") not in swept}
             configs.update({e["key"]: (e, job_config(new["base"], e["delta"])) for e in new["jobs"]})
-            commands = old.get("commands", [old["overrides"]])   # every sweep that fed the table
+            commands = [c for c in old.get("commands", [old["overrides"]])   # every sweep that fed
+                        if not _superseded(c, new["overrides"], swept)]          # the table and still does
             new = {**new, "jobs": [{**e, "delta": delta_from(new["base"], flat)}
                                    for e, flat in configs.values()],
                    "commands": commands + [c for c in new["commands"] if c not in commands]}
         records.write_json(path, new)
     return new
+
+
+def _swept_grids(command: list[str]) -> set[str] | None:
+    """The grids a sweep command named with `hydra.sweeper.only=[...]`; None: every grid."""
+    for o in command:
+        if o.startswith("hydra.sweeper.only="):
+            return {g.strip() for g in o.split("=", 1)[1].strip("[]").split(",") if g.strip()}
+    return None
+
+
+def _superseded(old: list[str], new: list[str], swept: set[str]) -> bool:
+    """Whether every grid an older sweep command ran was swept again (its jobs replaced)."""
+    grids = _swept_grids(old)
+    return _swept_grids(new) is None if grids is None else grids <= swept
 
 
 def read_manifest(path: Path) -> dict:

@@ -68,3 +68,34 @@ def test_a_precise_null_rules_out_the_claimed_gain(results):
 
 def test_one_replicate_gives_no_interval(results):
     assert np.isnan(claims.welch_interval([1.0], [0.0, 1.0])[1])
+
+
+def fabricate_runs(results, experiment, profile, grids, acc):
+    """Finished runs of `experiment`'s `grids` at `profile`, test accuracy acc(seed), width 20."""
+    from omegaconf import OmegaConf
+
+    overrides = [f"profile={profile}", f"run.results_dir={results}", f"hydra.sweeper.only=[{grids}]"]
+    base, jobs = plan.plan_experiment(experiment, overrides)
+    body = plan.manifest(jobs, experiment, profile, base.table, [f"experiment={experiment}", *overrides], str(results))
+    plan.merge_manifest(plan.manifest_path(str(results), experiment, profile, overrides), body)
+    for job in jobs:
+        job.directory.mkdir(parents=True)
+        OmegaConf.save(job.cfg, job.directory / "config.yaml")
+        value = acc(job.cfg.seed)
+        pd.DataFrame({"epoch": [1], "test_acc": [value], "val_acc": [value], "width/l0": [20]}).to_csv(
+            job.directory / "metrics.csv", index=False)
+        records.write_json(job.directory / "summary.json", {
+            "status": "finished", "metric": "acc", "direction": "max",
+            "best_val": {"val_acc": value}, "final": {"width/l0": 20}})
+
+
+def test_fixed_plus_is_compared_with_awnn_of_its_own_budget(results):
+    """Quick Fixed+ runs against quick AWNN runs, never against the paper-budget AWNN cell that
+    replaces the quick row in awnn_table1's table (a comparison never mixes budgets)."""
+    fabricate_runs(results, "awnn_table1", "quick", "spiral_awnn,spiral_hard_awnn", lambda seed: 80.0 + seed)
+    fabricate_runs(results, "awnn_table1", "paper", "spiral_awnn_cpu", lambda seed: 60.0 + seed)
+    fabricate_runs(results, "awnn_fixed_plus", "quick", "spiral", lambda seed: 80.0 + seed)
+    claims.build(str(results))
+    fixed_plus = row(results, 16)
+    assert fixed_plus["effect"] == pytest.approx(0.0) and fixed_plus["budget"].startswith("quick")
+    assert "paper" not in fixed_plus["budget"]

@@ -165,6 +165,13 @@ def test_resweeping_a_changed_grid_replaces_its_old_jobs_in_the_manifest(tmp_pat
     assert {e["key"] for e in merged["jobs"]} == {j.key for j in jobs if j.grid == "fcn23"} | {j.key for j in changed}
     assert all(plan.job_config(merged["base"], e["delta"])["train.epochs"] == 99
                for e in merged["jobs"] if e["grid"] == "fcn5")
+    # the regenerate line keeps one command per grid: a re-sweep supersedes the older command
+    again = [*overrides, "hydra.sweeper.only=[fcn5]", "run.device=cuda"]
+    merged = plan.merge_manifest(path, plan.manifest(changed, "nb_table1", "smoke", None, again, str(tmp_path)))
+    assert merged["commands"] == [overrides, again]
+    later = [*overrides, "hydra.sweeper.only=[fcn23,fcn5]"]
+    merged = plan.merge_manifest(path, plan.manifest(jobs, "nb_table1", "smoke", None, later, str(tmp_path)))
+    assert merged["commands"] == [overrides, later]
 
 
 def test_fixed_plus_reads_the_widths_learned_at_its_own_profile(results):
