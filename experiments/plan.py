@@ -225,15 +225,18 @@ def manifest(jobs: list[PlannedJob], experiment: str, profile: str, table, cli_o
 def merge_manifest(path: Path, new: dict) -> dict:
     """Add `new`'s jobs to the manifest at `path` (same table), under a lock; returns the merge.
     A grid the new sweep ran replaces that grid's old jobs (a changed grid, e.g. more epochs,
-    leaves no stale runs in the table); other grids' jobs stay; the newest table spec wins."""
+    leaves no stale runs in the table) except other seeds of an unchanged grid point (a sweep of
+    seeds 3-9 adds to seeds 0-2); other grids' jobs stay; the newest table spec wins."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if path.exists():
             old = records.read_json(path)
             swept = {e.get("grid", "") for e in new["jobs"]}
-            configs = {e["key"]: (e, job_config(old["base"], e["delta"])) for e in old["jobs"]
-                       if e.get("grid", "") not in swept}
+            points = {_point(job_config(new["base"], e["delta"])) for e in new["jobs"]}
+            configs = {e["key"]: (e, flat) for e in old["jobs"]
+                       for flat in [job_config(old["base"], e["delta"])]
+                       if e.get("grid", "") not in swept or _point(flat) in points}
             configs.update({e["key"]: (e, job_config(new["base"], e["delta"])) for e in new["jobs"]})
             commands = [c for c in old.get("commands", [old["overrides"]])   # every sweep that fed
                         if not _superseded(c, new["overrides"], swept)]          # the table and still does
@@ -242,6 +245,11 @@ def merge_manifest(path: Path, new: dict) -> dict:
                    "commands": commands + [c for c in new["commands"] if c not in commands]}
         records.write_json(path, new)
     return new
+
+
+def _point(flat: dict) -> str:
+    """A job's grid point: its meaningful config without the seed."""
+    return json.dumps({k: v for k, v in flat.items() if k != "seed"}, sort_keys=True, default=str)
 
 
 def _swept_grids(command: list[str]) -> set[str] | None:
@@ -253,9 +261,12 @@ def _swept_grids(command: list[str]) -> set[str] | None:
 
 
 def _superseded(old: list[str], new: list[str], swept: set[str]) -> bool:
-    """Whether every grid an older sweep command ran was swept again (its jobs replaced)."""
+    """Whether every grid an older sweep command ran was swept again with the same seeds."""
+    def seeds(command):
+        return [o for o in command if o.startswith("seed=")]
+
     grids = _swept_grids(old)
-    return _swept_grids(new) is None if grids is None else grids <= swept
+    return seeds(old) == seeds(new) and (_swept_grids(new) is None if grids is None else grids <= swept)
 
 
 def read_manifest(path: Path) -> dict:

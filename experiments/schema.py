@@ -217,6 +217,9 @@ def validate(cfg: DictConfig) -> DictConfig:
                        ("run.jobs_per_gpu", typed.run.jobs_per_gpu), ("train.eval_every", typed.train.eval_every)):
         if value <= 0:
             raise ConfigError(f"{key}={value} must be > 0")
+    if typed.regime.awnn.runaway_width is not None and typed.regime.awnn.runaway_width <= 0:
+        raise ConfigError(f"regime.awnn.runaway_width={typed.regime.awnn.runaway_width} must be > 0 "
+                          f"(or null: no limit)")
     if typed.regime.balance_every < 0:
         raise ConfigError(f"regime.balance_every={typed.regime.balance_every} must be >= 0")
     if not 0 < typed.dataset.get("fraction", 1.0) <= 1:

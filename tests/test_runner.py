@@ -88,6 +88,7 @@ def test_nan_marks_the_run_diverged_and_the_sweep_carries_on(results):
     ("model.activation=swish", "allowed:"),
     ("train.epochs=0", "train.epochs=0 must be > 0"),
     ("train.eval_every=0", "train.eval_every=0 must be > 0"),
+    ("regime.awnn.runaway_width=0", "regime.awnn.runaway_width=0 must be > 0"),
     ("dataset.fraction=1.5", "dataset.fraction=1.5"),
     ("+model.depth=3", "depth"),
     ("profile.name=huge", "allowed: ['paper', 'quick', 'smoke']"),

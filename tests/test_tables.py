@@ -165,6 +165,10 @@ def test_resweeping_a_changed_grid_replaces_its_old_jobs_in_the_manifest(tmp_pat
     assert {e["key"] for e in merged["jobs"]} == {j.key for j in jobs if j.grid == "fcn23"} | {j.key for j in changed}
     assert all(plan.job_config(merged["base"], e["delta"])["train.epochs"] == 99
                for e in merged["jobs"] if e["grid"] == "fcn5")
+    # more seeds of an unchanged grid add to the old ones
+    more = [dataclasses.replace(j, key=j.key + "s9", flat={**j.flat, "seed": 9}) for j in changed]
+    merged = plan.merge_manifest(path, plan.manifest(more, "nb_table1", "smoke", None, overrides, str(tmp_path)))
+    assert {e["key"] for e in merged["jobs"] if e["grid"] == "fcn5"} == {j.key for j in changed + more}
     # the regenerate line keeps one command per grid: a re-sweep supersedes the older command
     again = [*overrides, "hydra.sweeper.only=[fcn5]", "run.device=cuda"]
     merged = plan.merge_manifest(path, plan.manifest(changed, "nb_table1", "smoke", None, again, str(tmp_path)))
@@ -172,6 +176,9 @@ def test_resweeping_a_changed_grid_replaces_its_old_jobs_in_the_manifest(tmp_pat
     later = [*overrides, "hydra.sweeper.only=[fcn23,fcn5]"]
     merged = plan.merge_manifest(path, plan.manifest(jobs, "nb_table1", "smoke", None, later, str(tmp_path)))
     assert merged["commands"] == [overrides, later]
+    other_seeds = [*later, "seed=5,6"]                  # adds runs: both commands stay
+    merged = plan.merge_manifest(path, plan.manifest(jobs, "nb_table1", "smoke", None, other_seeds, str(tmp_path)))
+    assert merged["commands"] == [overrides, later, other_seeds]
 
 
 def test_fixed_plus_reads_the_widths_learned_at_its_own_profile(results):
