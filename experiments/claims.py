@@ -401,9 +401,23 @@ CLAIMS = [
 ]
 
 
+LEARNED_FLOOR = 90.0   # test accuracy (%) below which a SpiralHard net has not learned the task (paper: 100)
+
+
 def _compression(tables: Tables) -> Result:
-    return extra_trend("awnn_compression", "width/total",
-                       [("spiral_hard", "awnn_compress"), ("spiral_hard", "awnn")], "greater")(tables)
+    """Compression shrinks the width *without test degradation*: a width change in nets that never
+    learned the task is no evidence either way."""
+    res = extra_trend("awnn_compression", "width/total",
+                      [("spiral_hard", "awnn_compress"), ("spiral_hard", "awnn")], "greater")(tables)
+    _, _, table, _ = tables.get("awnn_compression")
+    accuracy = {c: float(np.mean(x.values)) for c in ("awnn", "awnn_compress")
+                if (x := cell(table, "spiral_hard", c)) is not None and x.n}
+    if res.rows and accuracy and min(accuracy.values()) < LEARNED_FLOOR:
+        res.verdict = "inconclusive"
+        res.reason = (f"the nets did not learn the task (test accuracy "
+                      f"{', '.join(f'{c} {a:.1f}%' for c, a in accuracy.items())}, below {LEARNED_FLOOR:.0f}%): "
+                      f"a width change there is no evidence on compression without degradation")
+    return res
 
 
 def _stability(tables: Tables) -> Result:
