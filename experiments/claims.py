@@ -71,13 +71,17 @@ class Tables:
         """The cells (row, col) of `keys`, all from one sweep: the paper budget when it has every
         one of them with >= min_n runs, else the quick one; None when neither has them all. A
         comparison never mixes budgets."""
-        self.get(experiment)
         for profile in ("paper", "quick"):
-            table = self.by_profile.get(experiment, {}).get(profile, {})
+            table = self.cells_at(experiment, profile)
             found = [cell(table, r, c) for r, c in keys]
             if all(x is not None and x.n >= min_n for x in found):
                 return found
         return None
+
+    def cells_at(self, experiment: str, profile) -> dict:
+        """The cells of one profile's sweep alone ({} when it has no finished runs)."""
+        self.get(experiment)
+        return self.by_profile.get(experiment, {}).get(profile, {})
 
     def get(self, experiment: str):
         if experiment not in self.cache:
@@ -445,11 +449,10 @@ def _stability(tables: Tables) -> Result:
 def _fixed_plus(tables: Tables) -> Result:
     """Fixed+ accuracy (awnn_fixed_plus) against AWNN (awnn_table1) of the same profile, per data set."""
     profile, _, plus, _ = tables.get("awnn_fixed_plus")
-    tables.get("awnn_table1")
     res, used = Result(), []
     for (row,), by_col in plus.items():
         for c in by_col.values():
-            a = cell(tables.by_profile.get("awnn_table1", {}).get(getattr(c, "profile", None), {}), row, "awnn")
+            a = cell(tables.cells_at("awnn_table1", getattr(c, "profile", None)), row, "awnn")
             if a is None or not c.n or not a.n:
                 continue
             diff, lo, hi = difference(c, a)
