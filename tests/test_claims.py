@@ -9,17 +9,29 @@ import pytest
 from experiments import claims, plan, records
 
 
+def fabricate_runs(results, experiment, profile, grids, acc, width=lambda job: 20):
+    """Finished runs of `experiment`'s `grids` at `profile`: test accuracy acc(job), width width(job)."""
+    from omegaconf import OmegaConf
+
+    overrides = [f"profile={profile}", f"run.results_dir={results}", f"hydra.sweeper.only=[{grids}]"]
+    base, jobs = plan.plan_experiment(experiment, overrides)
+    body = plan.manifest(jobs, experiment, profile, base.table, [f"experiment={experiment}", *overrides], str(results))
+    plan.merge_manifest(plan.manifest_path(str(results), experiment, profile, overrides), body)
+    for job in jobs:
+        job.directory.mkdir(parents=True)
+        OmegaConf.save(job.cfg, job.directory / "config.yaml")
+        value, w = acc(job), width(job)
+        pd.DataFrame({"epoch": [1], "test_acc": [value], "val_acc": [value], "width/l0": [w],
+                      "width/total": [w]}).to_csv(job.directory / "metrics.csv", index=False)
+        records.write_json(job.directory / "summary.json", {
+            "status": "finished", "metric": "acc", "direction": "max",
+            "best_val": {"val_acc": value}, "final": {"width/l0": w}})
+
+
 def fabricate(results, value):
     """nb_table1 at quick, every run finished with the test accuracy value(regime, model, seed)."""
-    overrides = ["profile=quick", f"run.results_dir={results}", "hydra.sweeper.only=[fcn23,fcn5,fcn23_momentum,fcn5_momentum]"]
-    base, jobs = plan.plan_experiment("nb_table1", overrides)
-    body = plan.manifest(jobs, "nb_table1", "quick", base.table, ["experiment=nb_table1", *overrides], str(results))
-    plan.merge_manifest(plan.manifest_path(str(results), "nb_table1", "quick", overrides), body)
-    for job in jobs:
-        acc = value(job.choices["regime"], job.choices["model"], job.cfg.seed)
-        job.directory.mkdir(parents=True)
-        pd.DataFrame({"epoch": [1], "test_acc": [acc], "val_acc": [acc]}).to_csv(job.directory / "metrics.csv", index=False)
-        records.write_json(job.directory / "summary.json", {"status": "finished"})
+    fabricate_runs(results, "nb_table1", "quick", "fcn23,fcn5,fcn23_momentum,fcn5_momentum",
+                   lambda job: value(job.choices["regime"], job.choices["model"], job.cfg.seed))
 
 
 def row(results, number: int) -> dict:
@@ -70,31 +82,12 @@ def test_one_replicate_gives_no_interval(results):
     assert np.isnan(claims.welch_interval([1.0], [0.0, 1.0])[1])
 
 
-def fabricate_runs(results, experiment, profile, grids, acc, width=lambda job: 20):
-    """Finished runs of `experiment`'s `grids` at `profile`: test accuracy acc(seed), width width(job)."""
-    from omegaconf import OmegaConf
-
-    overrides = [f"profile={profile}", f"run.results_dir={results}", f"hydra.sweeper.only=[{grids}]"]
-    base, jobs = plan.plan_experiment(experiment, overrides)
-    body = plan.manifest(jobs, experiment, profile, base.table, [f"experiment={experiment}", *overrides], str(results))
-    plan.merge_manifest(plan.manifest_path(str(results), experiment, profile, overrides), body)
-    for job in jobs:
-        job.directory.mkdir(parents=True)
-        OmegaConf.save(job.cfg, job.directory / "config.yaml")
-        value, w = acc(job.cfg.seed), width(job)
-        pd.DataFrame({"epoch": [1], "test_acc": [value], "val_acc": [value], "width/l0": [w],
-                      "width/total": [w]}).to_csv(job.directory / "metrics.csv", index=False)
-        records.write_json(job.directory / "summary.json", {
-            "status": "finished", "metric": "acc", "direction": "max",
-            "best_val": {"val_acc": value}, "final": {"width/l0": w}})
-
-
 def test_fixed_plus_is_compared_with_awnn_of_its_own_budget(results):
     """Quick Fixed+ runs against quick AWNN runs, never against the paper-budget AWNN cell that
     replaces the quick row in awnn_table1's table (a comparison never mixes budgets)."""
-    fabricate_runs(results, "awnn_table1", "quick", "spiral_awnn,spiral_hard_awnn", lambda seed: 80.0 + seed)
-    fabricate_runs(results, "awnn_table1", "paper", "spiral_awnn_cpu", lambda seed: 60.0 + seed)
-    fabricate_runs(results, "awnn_fixed_plus", "quick", "spiral", lambda seed: 80.0 + seed)
+    fabricate_runs(results, "awnn_table1", "quick", "spiral_awnn,spiral_hard_awnn", lambda job: 80.0 + job.cfg.seed)
+    fabricate_runs(results, "awnn_table1", "paper", "spiral_awnn_cpu", lambda job: 60.0 + job.cfg.seed)
+    fabricate_runs(results, "awnn_fixed_plus", "quick", "spiral", lambda job: 80.0 + job.cfg.seed)
     claims.build(str(results))
     fixed_plus = row(results, 16)
     assert fixed_plus["effect"] == pytest.approx(0.0) and fixed_plus["budget"].startswith("quick")
@@ -105,7 +98,7 @@ def test_fixed_plus_is_compared_with_awnn_of_its_own_budget(results):
 def test_compression_counts_only_in_nets_that_learned_the_task(results, accuracy, expected):
     """Fig. 5's claim is a smaller width without test degradation: the same width gap in nets at
     65% on SpiralHard is no evidence."""
-    fabricate_runs(results, "awnn_compression", "quick", "plain,compress", lambda seed: accuracy + 0.1 * seed,
+    fabricate_runs(results, "awnn_compression", "quick", "plain,compress", lambda job: accuracy + 0.1 * job.cfg.seed,
                    width=lambda job: (300 if job.cfg.regime.name == "awnn_compress" else 800) + job.cfg.seed)
     claims.build(str(results))
     compression = row(results, 13)
