@@ -136,9 +136,10 @@ def difference(a, b) -> tuple[float, float, float]:
 
 
 def compare_cells(experiment: str, pairs: list[tuple[str, str, str, str]], claimed: str,
-                  label: str = "") -> callable:
+                  label: str = "", metric: str | None = None) -> callable:
     """A claim over rows: for each (row_a, col_a, row_b, col_b), effect = a − b.
-    claimed: "greater" (a > b), "less" or "equal" (|a − b| within EQUAL_TOLERANCE)."""
+    claimed: "greater" (a > b), "less" or "equal" (|a − b| within EQUAL_TOLERANCE).
+    metric: an `extra` column of the table (e.g. width/total) instead of the table's metric."""
 
     def test(tables: Tables) -> Result:
         profile, spec, table, jobs = tables.get(experiment)
@@ -149,10 +150,16 @@ def compare_cells(experiment: str, pairs: list[tuple[str, str, str, str]], claim
             if found is None:
                 continue
             a, b = found
+            if metric is not None and not (a.extra.get(metric) and b.extra.get(metric)):
+                continue
             used += [a, b]
-            diff, lo, hi = difference(a, b)
+            if metric is None:
+                (diff, lo, hi), n = difference(a, b), f"{a.n} vs {b.n}"
+            else:
+                (diff, lo, hi), n = (welch_interval(a.extra[metric], b.extra[metric]),
+                                     f"{len(a.extra[metric])} vs {len(b.extra[metric])}")
             label = ra if ra == rb else f"{ca}: {ra} vs {rb}" if ca == cb else f"{ra}/{ca} vs {rb}/{cb}"
-            res.rows.append((label, diff, lo, hi, f"{a.n} vs {b.n}"))
+            res.rows.append((label, diff, lo, hi, n))
         if not res.rows:
             res.reason = "no finished runs for these cells"
             return res
@@ -410,17 +417,24 @@ LEARNED_FLOOR = 90.0   # test accuracy (%) below which a SpiralHard net has not 
 
 def _compression(tables: Tables) -> Result:
     """Compression shrinks the width *without test degradation*: a width change in nets that never
-    learned the task is no evidence either way."""
-    res = extra_trend("awnn_compression", "width/total",
-                      [("spiral_hard", "awnn_compress"), ("spiral_hard", "awnn")], "greater")(tables)
+    learned the task is no evidence either way, so only rows (depths) whose nets learned count."""
     _, _, table, _ = tables.get("awnn_compression")
-    accuracy = {c: float(np.mean(x.values)) for c in ("awnn", "awnn_compress")
-                if (x := cell(table, "spiral_hard", c)) is not None and x.n}
-    if res.rows and accuracy and min(accuracy.values()) < LEARNED_FLOOR:
+    accuracy = {"/".join(r): {c: float(np.mean(x.values)) for (c,), x in by_col.items() if x.n}
+                for r, by_col in table.items()}
+    learned = [r for r, acc in accuracy.items()
+               if {"awnn", "awnn_compress"} <= acc.keys() and min(acc.values()) >= LEARNED_FLOOR]
+    pairs = [(r, "awnn", r, "awnn_compress") for r in learned or accuracy]   # none learned: shown, not judged
+    res = compare_cells("awnn_compression", pairs, "greater", metric="width/total")(tables)
+    if not learned and any(accuracy.values()):
         res.verdict = "inconclusive"
         res.reason = (f"the nets did not learn the task (test accuracy "
-                      f"{', '.join(f'{c} {a:.1f}%' for c, a in accuracy.items())}, below {LEARNED_FLOOR:.0f}%): "
-                      f"a width change there is no evidence on compression without degradation")
+                      + "; ".join(f"{r}: " + ", ".join(f"{c} {a:.1f}%" for c, a in sorted(acc.items()))
+                                  for r, acc in accuracy.items())
+                      + f", below {LEARNED_FLOOR:.0f}%): a width change there is no evidence on "
+                        f"compression without degradation")
+    elif len(learned) < len(accuracy):
+        res.reason += f"; rows below {LEARNED_FLOOR:.0f}% test accuracy left out: " + ", ".join(
+            r for r in accuracy if r not in learned)
     return res
 
 

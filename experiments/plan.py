@@ -247,6 +247,17 @@ def merge_manifest(path: Path, new: dict) -> dict:
     return new
 
 
+def replace_table_spec(path: Path, table) -> None:
+    """Replace the table spec stored in the manifest at `path`, under its lock."""
+    if not path.exists():
+        raise FileNotFoundError(f"no manifest {path}: run the sweep first")
+    with open(path.with_suffix(".lock"), "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        body = records.read_json(path)
+        body["table"] = OmegaConf.to_container(table, resolve=True) if OmegaConf.is_config(table) else table
+        records.write_json(path, body)
+
+
 def _point(flat: dict) -> str:
     """A job's grid point: its meaningful config without the seed."""
     return json.dumps({k: v for k, v in flat.items() if k != "seed"}, sort_keys=True, default=str)

@@ -99,8 +99,21 @@ def test_compression_counts_only_in_nets_that_learned_the_task(results, accuracy
     """Fig. 5's claim is a smaller width without test degradation: the same width gap in nets at
     65% on SpiralHard is no evidence."""
     fabricate_runs(results, "awnn_compression", "quick", "plain,compress", lambda job: accuracy + 0.1 * job.cfg.seed,
-                   width=lambda job: (300 if job.cfg.regime.name == "awnn_compress" else 800) + job.cfg.seed)
+                   width=lambda job: ((300 if job.cfg.regime.name == "awnn_compress" else 800) + job.cfg.seed))
     claims.build(str(results))
     compression = row(results, 13)
     assert compression["effect"] == pytest.approx(500.0) and compression["verdict"] == expected
     assert (expected == "inconclusive") == ("did not learn" in compression["reason"])
+
+
+def test_compression_is_judged_on_the_depth_that_learned(results):
+    """Paper profile, 1 and 2 hidden layers: only the 2-layer nets learn (99%), so only their
+    width gap (here none) decides; the 1-layer row's gap of 500 is left out and named."""
+    fabricate_runs(results, "awnn_compression", "paper", "plain,compress",
+                   lambda job: (99.0 if job.cfg.model.num_hidden == 2 else 65.0) + 0.1 * job.cfg.seed,
+                   width=lambda job: (60 + 0.1 * job.cfg.seed if job.cfg.model.num_hidden == 2 else
+                                      (300 if job.cfg.regime.name == "awnn_compress" else 800) + job.cfg.seed))
+    claims.build(str(results))
+    compression = row(results, 13)
+    assert compression["effect"] == pytest.approx(0.0) and compression["verdict"] == "not reproduced"
+    assert compression["reason"].endswith("left out: spiral_hard/1")

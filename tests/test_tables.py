@@ -140,6 +140,24 @@ def test_tables_cli_names_the_missing_manifest(results, tmp_path):
     assert proc.returncode == 2 and "no manifest" in proc.stderr and "run the sweep first" in proc.stderr
 
 
+def test_refresh_spec_brings_the_config_table_spec_into_the_manifest(results):
+    """Notes edited in the experiment file reach the table through --refresh-spec, without a
+    re-sweep; a plain rebuild keeps the spec the sweep stored."""
+    from experiments.tables import main
+
+    overrides, jobs = fabricate(results)
+    path = plan.manifest_path(str(results), "demo_digits", "quick", overrides)
+    body = records.read_json(path)
+    body["table"]["title"] = "an old title"
+    records.write_json(path, body)
+    main(["demo_digits", *overrides])
+    assert "an old title" in (results / "tables" / "demo_digits.md").read_text()
+    main(["demo_digits", *overrides, "--refresh-spec"])
+    table = (results / "tables" / "demo_digits.md").read_text()
+    assert "an old title" not in table and str(jobs[0].cfg.table.title) in table
+    assert len(records.read_json(path)["jobs"]) == len(jobs)
+
+
 def test_a_table_fed_by_two_sweeps_names_both_commands(tmp_path):
     path = tmp_path / "manifests" / "quick.json"
     first = ["profile=quick", "hydra.sweeper.only=[spiral_fixed]"]

@@ -1,6 +1,9 @@
 """Paper-shaped tables and figures, built from a sweep's manifest and its run records only.
 
-    python -m experiments.tables <experiment> [profile=quick] [run.results_dir=results] [overrides]
+    python -m experiments.tables <experiment> [profile=quick] [run.results_dir=results] [overrides] [--refresh-spec]
+
+--refresh-spec first replaces the table spec stored in the manifest (title, notes, labels, rows,
+paper numbers) by the experiment file's current `table:` node; the runs the table expects stay.
 
 The overrides name the table the way the sweep's command line did (experiments/plan.py): the
 manifest lists every run the table expects, so a missing, failed, running or stale run is shown
@@ -53,6 +56,16 @@ def output_stem(experiment: str, profile: str, overrides: list[str]) -> str:
     if profile == "quick" and not tag:
         return experiment
     return f"{experiment}.{profile}" + (f"-{tag}" if tag else "")
+
+
+def refresh_spec(experiment: str, overrides: list[str]) -> None:
+    """Store the experiment file's current table spec in the sweep's manifest (edited notes or
+    labels reach the table without a re-sweep)."""
+    overrides = [o for o in overrides if not o.startswith("experiment=")]
+    base, _ = plan.plan_experiment(experiment, overrides)
+    path = plan.manifest_path(_option(overrides, "run.results_dir", "results"), experiment,
+                              _option(overrides, "profile", "quick"), overrides)
+    plan.replace_table_spec(path, base.table)
 
 
 def build(experiment: str, overrides: list[str] | None = None) -> Path | None:
@@ -110,8 +123,11 @@ def main(argv: list[str]) -> None:
     if not argv or argv[0].startswith("-"):
         print(__doc__)
         raise SystemExit(2)
+    refresh, rest = "--refresh-spec" in argv, [a for a in argv[1:] if a != "--refresh-spec"]
     try:
-        build(argv[0], argv[1:])
+        if refresh:
+            refresh_spec(argv[0], rest)
+        build(argv[0], rest)
     except FileNotFoundError as err:
         print(f"[tables] {err}", file=sys.stderr)
         raise SystemExit(2) from err
