@@ -136,7 +136,7 @@ def difference(a, b) -> tuple[float, float, float]:
 
 
 def compare_cells(experiment: str, pairs: list[tuple[str, str, str, str]], claimed: str,
-                  label: str = "", metric: str | None = None) -> callable:
+                  metric: str | None = None) -> callable:
     """A claim over rows: for each (row_a, col_a, row_b, col_b), effect = a − b.
     claimed: "greater" (a > b), "less" or "equal" (|a − b| within EQUAL_TOLERANCE).
     metric: an `extra` column of the table (e.g. width/total) instead of the table's metric."""
