@@ -26,6 +26,7 @@ def fabricate_runs(results, experiment, profile, grids, acc, width=lambda job: 2
         records.write_json(job.directory / "summary.json", {
             "status": "finished", "metric": "acc", "direction": "max",
             "best_val": {"val_acc": value}, "final": {"width/l0": w}})
+    return jobs
 
 
 def fabricate(results, value):
@@ -92,6 +93,23 @@ def test_fixed_plus_is_compared_with_awnn_of_its_own_budget(results):
     fixed_plus = row(results, 16)
     assert fixed_plus["effect"] == pytest.approx(0.0) and fixed_plus["budget"].startswith("quick")
     assert "paper" not in fixed_plus["budget"]
+
+
+def test_a_width_trend_never_mixes_budgets(results):
+    """A paper sweep that has so far finished DoubleMoon only leaves the trend DoubleMoon <
+    Spiral < SpiralHard on the quick sweep, which has all three (no paper-vs-quick comparison)."""
+    import shutil
+
+    width = {"double_moon": 10, "spiral": 40, "spiral_hard": 200}
+    fabricate_runs(results, "awnn_difficulty", "quick", "awnn", lambda job: 99.0,
+                   width=lambda job: width[job.cfg.dataset.name] + job.cfg.seed)
+    for job in fabricate_runs(results, "awnn_difficulty", "paper", "awnn", lambda job: 99.0,
+                              width=lambda job: 60 + job.cfg.seed):
+        if job.cfg.dataset.name != "double_moon":
+            shutil.rmtree(job.directory)
+    claims.build(str(results))
+    difficulty = row(results, 11)
+    assert difficulty["budget"] == "quick 100 ep" and difficulty["effect"] == pytest.approx(30.0)
 
 
 @pytest.mark.parametrize("accuracy, expected", [(99.0, "reproduced"), (65.0, "inconclusive")])
