@@ -134,4 +134,4 @@ def test_compression_is_judged_on_the_depth_that_learned(results):
     claims.build(str(results))
     compression = row(results, 13)
     assert compression["effect"] == pytest.approx(0.0) and compression["verdict"] == "not reproduced"
-    assert compression["reason"].endswith("left out: spiral_hard/1")
+    assert compression["reason"].endswith("left out: spiral_hard/1/paper")
