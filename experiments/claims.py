@@ -425,13 +425,13 @@ def _compression(tables: Tables) -> Result:
     """Compression shrinks the width *without test degradation*: a width change in nets that never
     learned the task is no evidence either way, so only rows (depths) whose nets learned count."""
     _, _, table, _ = tables.get("awnn_compression")
-    accuracy = {"/".join(r): {c: float(np.mean(x.values)) for (c,), x in by_col.items() if x.n}
-                for r, by_col in table.items()}
+    accuracy = {"/".join(r): acc for r, by_col in table.items()
+                if (acc := {c: float(np.mean(x.values)) for (c,), x in by_col.items() if x.n})}
     learned = [r for r, acc in accuracy.items()
                if {"awnn", "awnn_compress"} <= acc.keys() and min(acc.values()) >= LEARNED_FLOOR]
     pairs = [(r, "awnn", r, "awnn_compress") for r in learned or accuracy]   # none learned: shown, not judged
     res = compare_cells("awnn_compression", pairs, "greater", metric="width/total")(tables)
-    if not learned and any(accuracy.values()):
+    if not learned and accuracy:
         res.verdict = "inconclusive"
         res.reason = (f"the nets did not learn the task (test accuracy "
                       + "; ".join(f"{r}: " + ", ".join(f"{c} {a:.1f}%" for c, a in sorted(acc.items()))
