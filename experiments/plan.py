@@ -216,9 +216,8 @@ def manifest(jobs: list[PlannedJob], experiment: str, profile: str, table, cli_o
     root = resolve(results_dir)
     entries = [{"key": j.key, "grid": j.grid, "dir": str(j.directory.relative_to(root)),
                 "overrides": j.overrides, "choices": j.choices, "delta": delta_from(base, j.flat)} for j in jobs]
-    spec = OmegaConf.to_container(table, resolve=True) if OmegaConf.is_config(table) else table
     return {"experiment": experiment, "profile": profile, "overrides": list(cli_overrides),
-            "commands": [list(cli_overrides)], "table": spec, "base": base, "jobs": entries,
+            "commands": [list(cli_overrides)], "table": _plain(table), "base": base, "jobs": entries,
             "updated": records.now()}
 
 
@@ -254,8 +253,13 @@ def replace_table_spec(path: Path, table) -> None:
     with open(path.with_suffix(".lock"), "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         body = records.read_json(path)
-        body["table"] = OmegaConf.to_container(table, resolve=True) if OmegaConf.is_config(table) else table
+        body["table"] = _plain(table)
         records.write_json(path, body)
+
+
+def _plain(table):
+    """A table spec as stored in a manifest: plain, resolved containers."""
+    return OmegaConf.to_container(table, resolve=True) if OmegaConf.is_config(table) else table
 
 
 def _point(flat: dict) -> str:

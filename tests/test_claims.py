@@ -117,7 +117,7 @@ def test_compression_counts_only_in_nets_that_learned_the_task(results, accuracy
     """Fig. 5's claim is a smaller width without test degradation: the same width gap in nets at
     65% on SpiralHard is no evidence."""
     fabricate_runs(results, "awnn_compression", "quick", "plain,compress", lambda job: accuracy + 0.1 * job.cfg.seed,
-                   width=lambda job: ((300 if job.cfg.regime.name == "awnn_compress" else 800) + job.cfg.seed))
+                   width=lambda job: (300 if job.cfg.regime.name == "awnn_compress" else 800) + job.cfg.seed)
     claims.build(str(results))
     compression = row(results, 13)
     assert compression["effect"] == pytest.approx(500.0) and compression["verdict"] == expected
