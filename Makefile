@@ -9,7 +9,7 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 RUN    := $(BIN)/python -m experiments.run
 TABLE1 := nb_table1 awnn_table1
 
-.PHONY: install test test-all check-device demo reproduce-table1 tables claims sweep bench clean-results
+.PHONY: install test test-all check-device demo reproduce-table1 tables tables-all claims publish sweep bench clean-results
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -37,19 +37,25 @@ demo: install                ## embedded data only, quick budget, ~10 min on 2 C
 
 reproduce-table1: install    ## NB Table 1 and AWNN Table 1 at PROFILE (paper | quick | smoke); ARGS=run.stack=true ...
 	@for exp in $(TABLE1); do $(RUN) -m experiment=$$exp profile=$(PROFILE) $(ARGS) || exit 1; done
-	@echo "tables: $(foreach e,$(TABLE1),results/tables/$(e).md)"
+	@echo "your tables: $(foreach e,$(TABLE1),results/local/tables/$(e).md) (published: results/published/tables/)"
 
 sweep: install               ## any experiment: make sweep EXP=nb_fashion PROFILE=quick
 	$(RUN) -m experiment=$(EXP) profile=$(PROFILE) $(ARGS)
 
-tables: install              ## rebuild one table from its manifest and runs: make tables EXP=nb_table1
+tables: install              ## rebuild a published table from its records: make tables EXP=nb_table1 (ARGS=--local: yours)
 	$(BIN)/python -m experiments.tables $(EXP) profile=$(PROFILE) $(ARGS)
 
-claims: install              ## the claims ledger results/claims.md from the run records
-	$(BIN)/python -m experiments.claims
+tables-all: install          ## rebuild every published table from its records (ARGS=--local: yours)
+	$(BIN)/python -m experiments.tables --all $(ARGS)
+
+claims: install              ## the claims ledger results/claims.md from the published records (ARGS=--local: yours)
+	$(BIN)/python -m experiments.claims $(ARGS)
+
+publish: install             ## copy a sweep's finished runs into results/published: make publish EXP=nb_table1 PROFILE=quick
+	$(BIN)/python -m experiments.publish $(EXP) profile=$(PROFILE) $(ARGS)
 
 bench: install
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
 
-clean-results:                ## per-machine outputs only (run records are committed: see results/README.md)
-	rm -rf results/hydra results/cache results/wandb
+clean-results:                ## per-machine outputs only (published records are committed: see results/README.md)
+	rm -rf results/hydra results/cache results/wandb results/local/hydra

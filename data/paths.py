@@ -5,6 +5,11 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+# Run records: the committed evidence behind every table and the claims ledger, and a user's own
+# runs (git-ignored). Nothing reads one when asked for the other; `experiments.publish` copies.
+PUBLISHED = "results/published"
+LOCAL = "results/local"
+
 
 def resolve(path: str | Path) -> Path:
     p = Path(path).expanduser()

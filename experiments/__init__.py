@@ -19,7 +19,7 @@ if not OmegaConf.has_resolver("budget"):
     OmegaConf.register_new_resolver("budget", _budget)
 
 
-def _learned_widths(experiment, dataset, results_dir="results", *, _root_):
+def _learned_widths(experiment, dataset, results_dir="results/local", *, _root_):
     """`${learned_widths:EXPERIMENT,DATASET[,RESULTS_DIR]}`: the widths AWNN learned in the runs
     of the same profile (a quick Fixed+ never reads paper-budget widths, nor the reverse)."""
     from experiments.analysis import learned_widths  # heavy imports only when used

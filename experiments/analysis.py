@@ -149,7 +149,7 @@ def init_figure(spec, jobs, out: Path, stem: str) -> None:
 
 
 # --------------------------------------------------------------------------- AWNN App. D
-def learned_widths(experiment: str, dataset: str, results_dir: str = "results",
+def learned_widths(experiment: str, dataset: str, results_dir: str = "results/local",
                    profile: str | None = None) -> str:
     """`${learned_widths:awnn_table1,spiral}`: the widths AWNN learned on `dataset` in
     `experiment` (runs of `profile` only, when given), as an override value "[w1,w2,...]": the

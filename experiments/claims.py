@@ -1,6 +1,6 @@
 """The claims ledger: every headline claim of both papers, given a verdict from our run records.
 
-    python -m experiments.claims [run.results_dir=results]          (make claims)
+    python -m experiments.claims [--local | run.results_dir=DIR]      (make claims)
 
 Writes results/claims.md and results/claims.csv. Each claim reads the table cells of one
 experiment (through its manifest, experiments/tables), preferring the paper-budget sweep and
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data.paths import resolve
+from data.paths import LOCAL, PUBLISHED, resolve
 from experiments import plan, records
 from experiments.tables.cells import build_cells
 from experiments.tables.claims import bootstrap_interval, welch_interval
@@ -492,7 +492,9 @@ def fmt(x: float) -> str:
     return "—" if x is None or not math.isfinite(x) else f"{x:+.2f}"
 
 
-def build(results_dir: str = "results") -> Path:
+def build(results_dir: str = PUBLISHED, out_dir: str | None = None) -> Path:
+    """The ledger from the records under `results_dir`; written to `out_dir` (results/ for the
+    published records, the records' own folder otherwise)."""
     tables = Tables(results_dir)
     out_rows, lines = [], [
         "# Claims ledger", "",
@@ -518,8 +520,9 @@ def build(results_dir: str = "results") -> Path:
                          "experiment": claim.experiment, "budget": res.budget, "effect": res.effect,
                          "ci_low": res.lo, "ci_high": res.hi, "n": res.n, "per_row": per_row,
                          "verdict": res.verdict, "reason": res.reason})
-    lines += ["", "_Regenerate: `make claims` (python -m experiments.claims run.results_dir=results)._", ""]
-    out = resolve(results_dir)
+    lines += ["", "_Regenerate: `make claims` (python -m experiments.claims; the records are in "
+              f"`{PUBLISHED}/runs/`)._", ""]
+    out = resolve(out_dir or ("results" if results_dir == PUBLISHED else results_dir))
     records.atomic_write_text(out / "claims.md", "\n".join(lines))
     records.atomic_write_text(out / "claims.csv", pd.DataFrame(out_rows).to_csv(index=False))
     print(f"[claims] {out / 'claims.md'}: " + ", ".join(
@@ -529,7 +532,10 @@ def build(results_dir: str = "results") -> Path:
 
 
 def main(argv: list[str]) -> None:
-    results_dir = next((a.split("=", 1)[1] for a in argv if a.startswith("run.results_dir=")), "results")
+    """`python -m experiments.claims [--local | run.results_dir=DIR]`: the published records by
+    default; `--local` reads your own runs (results/local) and writes the ledger there."""
+    default = LOCAL if "--local" in argv else PUBLISHED
+    results_dir = next((a.split("=", 1)[1] for a in argv if a.startswith("run.results_dir=")), default)
     build(results_dir)
 
 

@@ -4,7 +4,7 @@ Hydra's own config loader (the config each job will get), and written down as a 
 Tables read manifests and run records only: they never compose configs again, so the key a
 table looks for is the key the job wrote (one identity path).
 
-    results/runs/<experiment>/manifests/<profile>[-<tag>].json     all jobs of that table, merged
+    <results_dir>/runs/<experiment>/manifests/<profile>[-<tag>].json     all jobs of that table, merged
     <multirun dir>/manifest.json                                   the jobs this sweep launched
 
 `tag` hashes the command-line overrides that change what a table holds (anything but seeds,

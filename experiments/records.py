@@ -1,6 +1,7 @@
 """Run records: atomic files, checkpoints, the run's status and its lock.
 
-results/runs/<experiment>/<key>/          (key: experiments/identity.py)
+<results_dir>/runs/<experiment>/<key>/    (key: experiments/identity.py; results_dir: results/local
+                                          for your runs, results/published for the committed ones)
     config.yaml      resolved config          choices.json  Hydra group choices (model=fcn2, ...)
     metrics.csv      one row per epoch         summary.json  status (running / finished /
     environment.json code version, machine                   diverged / failed), final metrics

@@ -109,7 +109,7 @@ class DataConfig:
 
 @dataclass
 class RunControl:
-    results_dir: str = "results"
+    results_dir: str = "results/local"   # your runs; the committed ones are in results/published
     device: str = "auto"              # auto | cpu | cuda | cuda:<k>
     jobs_per_gpu: int = 1             # auto: jobs sharing one GPU (small nets leave it idle)
     checkpoint_interval_s: float = 60.0   # checkpoint at most this often (and always at the end)

@@ -1,14 +1,18 @@
 """Paper-shaped tables and figures, built from a sweep's manifest and its run records only.
 
-    python -m experiments.tables <experiment> [profile=quick] [run.results_dir=results] [overrides] [--refresh-spec]
+    python -m experiments.tables <experiment> [profile=quick] [--local | run.results_dir=DIR] [overrides] [--refresh-spec]
+    python -m experiments.tables --all [--local]          every table with a manifest (make tables-all)
+
+Reads the published records (results/published) by default; `--local` reads your own runs
+(results/local), `run.results_dir=DIR` any other folder. The table is written beside its records.
 
 --refresh-spec first replaces the table spec stored in the manifest (title, notes, labels, rows,
 paper numbers) by the experiment file's current `table:` node; the runs the table expects stay.
 
 The overrides name the table the way the sweep's command line did (experiments/plan.py): the
 manifest lists every run the table expects, so a missing, failed, running or stale run is shown
-in its cell, never dropped. Written to results/tables/<experiment>.md (quick profile) or
-<experiment>.<profile>[-<tag>].md, with a .csv beside it and the curves in results/figures/.
+in its cell, never dropped. Written to <results_dir>/tables/<experiment>.md (quick profile) or
+<experiment>.<profile>[-<tag>].md, with a .csv beside it and the curves in <results_dir>/figures/.
 
 Table spec (the `table:` node of an experiment file):
     title, metric (e.g. test_acc), rows / cols (lists of group names or dotted config keys),
@@ -27,7 +31,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from data.paths import resolve
+from data.paths import LOCAL, PUBLISHED, resolve
 from experiments import plan, records
 from experiments.tables.cells import Cell, build_cells
 from experiments.tables.claims import welch_interval
@@ -63,7 +67,7 @@ def refresh_spec(experiment: str, overrides: list[str]) -> None:
     labels reach the table without a re-sweep)."""
     overrides = [o for o in overrides if not o.startswith("experiment=")]
     base, _ = plan.plan_experiment(experiment, overrides)
-    path = plan.manifest_path(_option(overrides, "run.results_dir", "results"), experiment,
+    path = plan.manifest_path(_option(overrides, "run.results_dir", PUBLISHED), experiment,
                               _option(overrides, "profile", "quick"), overrides)
     plan.replace_table_spec(path, base.table)
 
@@ -72,7 +76,7 @@ def build(experiment: str, overrides: list[str] | None = None) -> Path | None:
     """Rebuild the table of `experiment` for the sweep named by `overrides`."""
     overrides = [o for o in (overrides or []) if not o.startswith("experiment=")]
     profile = _option(overrides, "profile", "quick")
-    results_dir = _option(overrides, "run.results_dir", "results")
+    results_dir = _option(overrides, "run.results_dir", PUBLISHED)
     manifest = plan.read_manifest(plan.manifest_path(results_dir, experiment, profile, overrides))
     spec = manifest.get("table")
     if spec is None:
@@ -102,6 +106,18 @@ def build(experiment: str, overrides: list[str] | None = None) -> Path | None:
     return md_path
 
 
+def build_all(results_dir: str = PUBLISHED) -> list[Path]:
+    """Every table whose manifest is under `results_dir` (`--all`: `make tables-all`)."""
+    built = []
+    for path in sorted(resolve(results_dir).glob("runs/*/manifests/*.json")):
+        manifest = records.read_json(path)
+        overrides = [o for o in manifest["overrides"] if not o.startswith("run.results_dir=")]
+        out = build(manifest["experiment"], [*overrides, f"run.results_dir={results_dir}"])
+        if out is not None:
+            built.append(out)
+    return built
+
+
 class BuildTablesCallback(Callback):
     """After a multirun, rebuild the experiment's table (Hydra callback, conf/config.yaml)."""
 
@@ -120,10 +136,15 @@ class BuildTablesCallback(Callback):
 
 
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["--all"] or argv[:2] in (["--all", "--local"], ["--local", "--all"]):
+        build_all(LOCAL if "--local" in argv else PUBLISHED)
+        return
     if not argv or argv[0].startswith("-"):
         print(__doc__)
         raise SystemExit(2)
-    refresh, rest = "--refresh-spec" in argv, [a for a in argv[1:] if a != "--refresh-spec"]
+    refresh, rest = "--refresh-spec" in argv, [a for a in argv[1:] if a not in ("--refresh-spec", "--local")]
+    if "--local" in argv:
+        rest.append(f"run.results_dir={LOCAL}")
     try:
         if refresh:
             refresh_spec(argv[0], rest)

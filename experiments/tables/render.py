@@ -110,7 +110,7 @@ def render(spec, table, profile: str, jobs, command: str) -> tuple[str, pd.DataF
         lines += ["", *claim_lines(spec, table, row_keys, col_keys, spec["claim"])]
     if spec.get("notes"):
         lines += ["", str(spec["notes"]).strip()]
-    lines += ["", *environment_lines(jobs), "", f"_Regenerate: `{command}` (add `data.root=...`; the records are in `results/runs/`)._", ""]
+    lines += ["", *environment_lines(jobs), "", f"_Regenerate: `{command}` (add `data.root=...`; the records are in `runs/` beside this `tables/` folder)._", ""]
     return "\n".join(lines), pd.DataFrame(frame)
 
 

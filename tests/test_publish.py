@@ -1,0 +1,50 @@
+"""Published records apart from a user's runs: defaults, and the one explicit publish step."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from data.paths import LOCAL, PUBLISHED, resolve
+from experiments.publish import publish
+from experiments.schema import RunControl
+from tests.helpers import run_cli
+
+
+def test_runs_go_to_the_ignored_local_folder_and_tables_read_the_published_one():
+    assert RunControl().results_dir == LOCAL
+    assert resolve(LOCAL) != resolve(PUBLISHED)
+    ignored = (resolve(".") / ".gitignore").read_text().splitlines()
+    assert f"/{LOCAL}/" in ignored
+    assert any(resolve(PUBLISHED).glob("runs/*/manifests/*.json")), "published manifests moved?"
+
+
+def test_publish_copies_ended_records_without_checkpoints_and_builds_the_table(tmp_path):
+    local, published = tmp_path / "local", tmp_path / "published"
+    run_cli("-m", "experiment=demo_digits", "profile=smoke", "seed=0", f"run.results_dir={local}",
+            "run.progress=false")
+    runs = sorted(p.parent for p in local.glob("runs/demo_digits/*/summary.json"))
+    assert runs and all((r / "checkpoint.pt").exists() for r in runs)
+    counts = publish("demo_digits", ["profile=smoke"], source=str(local), target=str(published))
+    assert counts == {"copied": len(runs), "already published": 0, "not ended": 0}
+    for run in runs:
+        copy = published / run.relative_to(local)
+        assert (copy / "metrics.csv").read_bytes() == (run / "metrics.csv").read_bytes()
+        assert not (copy / "checkpoint.pt").exists() and not list(copy.glob(".*"))
+    manifest = json.loads((published / "runs/demo_digits/manifests/smoke.json").read_text())
+    assert {j["key"] for j in manifest["jobs"]} == {r.name for r in runs}
+    mine = pd.read_csv(local / "tables/demo_digits.smoke.csv")
+    theirs = pd.read_csv(published / "tables/demo_digits.smoke.csv")
+    pd.testing.assert_frame_equal(mine, theirs)
+    again = publish("demo_digits", ["profile=smoke"], source=str(local), target=str(published))
+    assert again["already published"] == len(runs) and again["copied"] == 0
+
+
+def test_publish_without_a_sweep_says_which_manifest_is_missing(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "experiments.publish", "nb_table1", "profile=smoke",
+                           "--from", str(tmp_path)], cwd=resolve("."), capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("[publish] no manifest") and "experiment=nb_table1" in proc.stderr
