@@ -19,12 +19,14 @@ if not OmegaConf.has_resolver("budget"):
     OmegaConf.register_new_resolver("budget", _budget)
 
 
-def _learned_widths(experiment, dataset, results_dir="results/local", *, _root_):
-    """`${learned_widths:EXPERIMENT,DATASET[,RESULTS_DIR]}`: the widths AWNN learned in the runs
-    of the same profile (a quick Fixed+ never reads paper-budget widths, nor the reverse)."""
+def _learned_widths(experiment, dataset, results_dir="results/local", epochs=None, *, _root_):
+    """`${learned_widths:EXPERIMENT,DATASET[,RESULTS_DIR[,EPOCHS]]}`: the widths AWNN learned in
+    the runs of the same profile (a quick Fixed+ never reads paper-budget widths, nor the
+    reverse), of EPOCHS epochs when given."""
     from experiments.analysis import learned_widths  # heavy imports only when used
 
-    return learned_widths(experiment, dataset, results_dir, profile=_root_.profile.name)
+    return learned_widths(experiment, dataset, results_dir, profile=_root_.profile.name,
+                          epochs=None if epochs is None else int(epochs))
 
 
 if not OmegaConf.has_resolver("learned_widths"):

@@ -150,7 +150,7 @@ def init_figure(spec, jobs, out: Path, stem: str) -> None:
 
 # --------------------------------------------------------------------------- AWNN App. D
 def learned_widths(experiment: str, dataset: str, results_dir: str = "results/local",
-                   profile: str | None = None) -> str:
+                   profile: str | None = None, epochs: int | None = None) -> str:
     """`${learned_widths:awnn_table1,spiral}`: the widths AWNN learned on `dataset` in
     `experiment` (runs of `profile` only, when given), as an override value "[w1,w2,...]": the
     final per-layer widths averaged over the seeds of the AWNN configuration with the best mean
@@ -165,6 +165,8 @@ def learned_widths(experiment: str, dataset: str, results_dir: str = "results/lo
         if cfg.dataset.name != dataset or not cfg.regime.awnn.enabled:
             continue
         if profile is not None and cfg.profile.name != profile:
+            continue
+        if epochs is not None and cfg.train.epochs != epochs:
             continue
         body = OmegaConf.to_container(cfg, resolve=True)
         body.pop("seed", None)
