@@ -9,7 +9,7 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 RUN    := $(BIN)/python -m experiments.run
 TABLE1 := nb_table1 awnn_table1
 
-.PHONY: install test test-all check-device demo reproduce-table1 tables tables-all claims publish sweep bench clean-results
+.PHONY: install test test-all check-device demo reproduce-table1 tables tables-all claims publish gpu-queue sweep bench clean-results
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -53,6 +53,9 @@ claims: install              ## the claims ledger results/claims.md from the pub
 
 publish: install             ## copy a sweep's finished runs into results/published: make publish EXP=nb_table1 PROFILE=quick
 	$(BIN)/python -m experiments.publish $(EXP) profile=$(PROFILE) $(ARGS)
+
+gpu-queue: install           ## next chunk (< 9 GPU-min) of the paper-budget GPU queue: make gpu-queue ARGS="data.root=/data" (ARGS=--list)
+	$(BIN)/python scripts/gpu_queue.py $(ARGS)
 
 bench: install
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
