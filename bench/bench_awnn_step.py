@@ -79,7 +79,9 @@ def awnn_step(model: nn.Module, optimizer, x, y, force_resize: bool, stacked: bo
             loss = per_sample.view(y.shape).mean(1).sum()       # Σ_i mean CE of member i
         else:
             loss = F.cross_entropy(out, y)
-        loss = loss + regime.penalty(ctx)
+        penalty = regime.penalty(ctx)
+        if penalty is not None:
+            loss = loss + penalty
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -260,7 +262,9 @@ def spiral_training(device, members: int, epochs: int, clock: str) -> tuple[floa
                 else:
                     (x,), y = batches[0]
                     loss = F.cross_entropy(model(x), y)
-                loss = loss + regime.penalty(ctx)
+                penalty = regime.penalty(ctx)
+                if penalty is not None:
+                    loss = loss + penalty
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

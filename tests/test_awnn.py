@@ -22,6 +22,7 @@ from models.awnn import (AdaptiveMLP, adaptive_modules, importance, log_prior_nu
                          update_widths, width_for)
 from models.awnn.importance import softplus_host
 from models.fcn import FCN
+from tests.awnn_steps import plus_penalty
 from tests.helpers import ROOT
 
 
@@ -348,9 +349,9 @@ def test_regime_penalty_and_width_update():
     regime = AWNNRegime(sigma_theta=10.0, nu_prior=(0.1, 0.5))
     regime.before_training(ctx)
     expected = -(log_prior_theta(m, 10.0) + log_prior_nu(m, 0.1, 0.5)) / 500
-    torch.testing.assert_close(regime.penalty(ctx), expected)
+    torch.testing.assert_close(regime.prior_penalty(ctx), expected)
     other = AWNNRegime(1.0, n_train=50)
-    assert other.penalty(ctx).item() == pytest.approx(-log_prior_theta(m, 1.0).item() / 50)
+    assert other.prior_penalty(ctx).item() == pytest.approx(-log_prior_theta(m, 1.0).item() / 50)
     width = m.widths[0]
     with torch.no_grad():
         m.raw_nu.add_(1.0)                       # as if the optimiser had moved ν up
@@ -386,7 +387,7 @@ def test_training_learns_and_adapts_width():
     regime.before_training(ctx)
     seen = {m.widths[0]}
     for _ in range(400):
-        loss = F.cross_entropy(m(x), y) + regime.penalty(ctx)
+        loss = plus_penalty(F.cross_entropy(m(x), y), regime, ctx)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -15,6 +15,7 @@ from experiments.regimes.awnn import AWNNRegime
 from experiments.regimes.base import RunContext
 from models.awnn import (AdaptiveMLP, log_prior_nu, log_prior_theta, stack_adaptive, truncate,
                          update_widths)
+from tests.awnn_steps import plus_penalty
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ def _step(model, optimizer, x, y, regime=None, ctx=None):
     out = model(x)
     loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
     if regime is not None:
-        loss = loss + regime.penalty(ctx)
+        loss = plus_penalty(loss, regime, ctx)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -73,7 +74,7 @@ def test_unstacked_stays_on_its_device_and_dtype(meta_default, convention):
         mlp.raw_nu.sub_(1.0)
     assert update_widths(model, opt)
     _check(_all_tensors(model, opt), "after resizes")
-    _check([log_prior_theta(model, 2.0), log_prior_nu(model, 0.1, 0.3), regime.penalty(ctx)], "priors")
+    _check([log_prior_theta(model, 2.0), log_prior_nu(model, 0.1, 0.3), regime.prior_penalty(ctx)], "priors")
     regime.after_step(ctx)
     regime.on_epoch_end(ctx, 0)
     small = truncate(model, 0.5)
@@ -117,7 +118,7 @@ def _train(model, opt, regime, ctx, batches, stacked: bool) -> list:
     for x, y in batches:
         out = model(x)
         loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), reduction="sum")
-        loss = loss / y.shape[-1] + regime.penalty(ctx)
+        loss = plus_penalty(loss / y.shape[-1], regime, ctx)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

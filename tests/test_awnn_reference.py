@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from experiments.regimes.awnn import AWNNRegime
 from experiments.regimes.base import RunContext
 from models.awnn import AdaptiveMLP, Importance, importance, theta_penalty
+from tests.awnn_steps import plus_penalty
 
 ACTS = {"relu6": lambda z: z.clamp(0.0, 6.0), "relu": torch.relu, "tanh": torch.tanh}
 GAIN = {"relu6": 2.0, "relu": 2.0, "tanh": 25.0 / 9.0}
@@ -223,7 +224,7 @@ def _regime_run(m, opt, regime, batches, nudges):
                      cfg=None, device=torch.device("cpu"))
     regime.before_training(ctx)
     for step, (x, y) in enumerate(batches):
-        loss = F.cross_entropy(m(x), y) + regime.penalty(ctx)
+        loss = plus_penalty(F.cross_entropy(m(x), y), regime, ctx)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -18,6 +18,7 @@ from experiments.regimes.awnn import AWNNRegime
 from experiments.regimes.base import RunContext
 from models.awnn import (AdaptiveMLP, StackedAdaptiveMLP, adaptive_modules, build, stack_adaptive,
                          update_widths)
+from tests.awnn_steps import plus_penalty
 
 SEEDS = [0, 1, 2]
 N_TRAIN = 96
@@ -62,7 +63,7 @@ def train_unstacked(seed: int, epochs: int, regime_kw: dict, model_kw: dict):
     for epoch in range(epochs):
         ctx.epoch = epoch
         for (x,), y in iterate(dataset(), 16, gen):
-            loss = F.cross_entropy(model(x), y) + regime.penalty(ctx)
+            loss = plus_penalty(F.cross_entropy(model(x), y), regime, ctx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -88,7 +89,7 @@ def train_stacked(epochs: int, regime_kw: dict, model_kw: dict):
             out = stack(x)
             per_sample = F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none")
             losses = per_sample.view(y.shape).mean(1)
-            loss = losses.sum() + regime.penalty(ctx)
+            loss = plus_penalty(losses.sum(), regime, ctx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -223,9 +224,9 @@ def test_per_member_sigma_theta_weights_each_member():
     expected = sum(sum(stack.member_state_dict(i)[k].pow(2).sum() for k in stack.member_state_dict(i)
                        if not k.endswith(("raw_nu", "_extra_state"))) / (2 * s ** 2 * N_TRAIN)
                    for i, s in enumerate([1.0, 2.0, 4.0]))
-    torch.testing.assert_close(regime.penalty(ctx), expected, rtol=1e-12, atol=0)
+    torch.testing.assert_close(regime.prior_penalty(ctx), expected, rtol=1e-12, atol=0)
     with pytest.raises(ValueError, match="one value per member"):
-        AWNNRegime(sigma_theta=[1.0, 2.0]).penalty(ctx)
+        AWNNRegime(sigma_theta=[1.0, 2.0]).prior_penalty(ctx)
 
 
 def test_refuses_members_that_differ():

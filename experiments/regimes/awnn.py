@@ -4,8 +4,11 @@ The loop minimises CE_mean + penalty with penalty = −(log p(θ) + log p(ν)) /
 divided by N). N defaults to the training-set size (info["n_train"], the paper); the authors'
 configs hand-set smaller values, which `n_train` reproduces.
 
-Per step: the weight prior is one reduction with a closed-form gradient (models.awnn
-`theta_penalty`), the width update reads the raw ν of every adaptive layer in one transfer.
+Per step: the weight prior −log p(θ)/N = Σθ²/(2σθ²N) has the gradient θ/(σθ²N) of (coupled) L2
+weight decay; it is added to the gradients in the optimiser step (a step pre-hook: one fused
+multiply and add over all weights, the same floats as the loss term's backward) instead of being a
+loss term, so the loss carries only the prior on ν. The recorded train_loss is the task loss
+either way. The width update reads the raw ν of every adaptive layer in one transfer.
 
 Stacks (models/awnn/stacked.py): the priors are sums over members (`sigma_theta` may then be one
 value per member), widths are updated per member, and the per-layer width and ν metrics are lists
@@ -17,15 +20,20 @@ only the resolved N.
 """
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping, Sequence
 
 import torch
 
 from experiments.regimes.base import Regime, RunContext
-from models.awnn import (StackedAdaptiveMLP, adaptive_modules, log_prior_nu, theta_parameters,
-                         theta_penalty, update_widths)
+from models.awnn import (StackedAdaptiveMLP, adaptive_modules, add_theta_prior_grad, log_prior_nu,
+                         theta_parameters, theta_penalty, update_widths)
 
 COMPRESS_KEYS = ("mu", "sigma", "start", "end", "factor")
+# The regime whose weight prior an optimiser's step applies, and the hook's handle: one per
+# optimiser, a later regime replaces it.
+STEP_PRIORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+STEP_HANDLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class AWNNRegime(Regime):
@@ -106,17 +114,53 @@ class AWNNRegime(Regime):
         progress = min(1.0, (epoch - c["start"]) / (c["end"] - c["start"]))
         return c["mu"], c["sigma"] * c["factor"] ** progress
 
-    def penalty(self, ctx: RunContext) -> torch.Tensor:
-        """−(log p(θ) + log p(ν)) / N (AWNN eq. 13 over N); a sum over members on a stack."""
+    def penalty(self, ctx: RunContext) -> torch.Tensor | None:
+        """What of −(log p(θ) + log p(ν)) / N goes through the loss: −log p(ν)/N (None with the
+        uninformative prior on ν). The weight prior's gradient θ/(σθ²N) is added to the gradients
+        in the optimiser step instead (a step pre-hook, exactly the loss term's gradient), unless
+        gradients are clipped (the clip must see it): then the whole prior is a loss term."""
+        mods = self._modules(ctx.model)
+        if self.n is None:
+            self.n = int(ctx.data.info["n_train"])
+        if not self._prior_in_step(ctx):
+            return self.prior_penalty(ctx)
+        return self._nu_penalty(ctx, mods)
+
+    def prior_penalty(self, ctx: RunContext) -> torch.Tensor:
+        """−(log p(θ) + log p(ν)) / N (AWNN eq. 13 over N) as one differentiable loss term; a sum
+        over members on a stack."""
         if self.n is None:
             self.n = int(ctx.data.info["n_train"])
         mods = self._modules(ctx.model)
         theta = self._theta_parameters(ctx.model, mods)
         penalty = theta_penalty(theta, self._theta_coef(mods, theta[0]))
+        nu = self._nu_penalty(ctx, mods)
+        return penalty if nu is None else penalty + nu
+
+    def _nu_penalty(self, ctx: RunContext, mods) -> torch.Tensor | None:
         prior = self.nu_prior_at(ctx.epoch)
-        if prior is not None:
-            penalty = penalty - log_prior_nu(ctx.model, *prior, modules=mods) / self.n
-        return penalty
+        if prior is None:
+            return None
+        return -log_prior_nu(ctx.model, *prior, modules=mods) / self.n
+
+    def _prior_in_step(self, ctx: RunContext) -> bool:
+        """Hook the weight prior into ctx.optimizer's step (once per optimiser); False when
+        gradients are clipped."""
+        train = getattr(ctx.cfg, "train", None)
+        if train is not None and train.grad_clip > 0:
+            return False
+        if STEP_PRIORS.get(ctx.optimizer) is not self:
+            handle = STEP_HANDLES.pop(ctx.optimizer, None)
+            if handle is not None:
+                handle.remove()
+            STEP_HANDLES[ctx.optimizer] = ctx.optimizer.register_step_pre_hook(self._step_prior)
+            STEP_PRIORS[ctx.optimizer] = self
+        return True
+
+    def _step_prior(self, optimizer, args, kwargs) -> None:
+        mods = self._mods
+        theta = self._theta_parameters(self._model, mods)
+        add_theta_prior_grad(theta, self._theta_coef(mods, theta[0]))
 
     def after_step(self, ctx: RunContext) -> None:
         # Resized parameters are replaced in the optimiser too, so ctx.optimizer stays valid.

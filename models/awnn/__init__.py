@@ -9,12 +9,12 @@ from models.awnn.importance import (IMPORTANCES, Importance, importance, sum_sq_
                                     target_width, width_for)
 from models.awnn.mlp import GAINS, GROW_INITS, INITS, AdaptiveMLP
 from models.awnn.stacked import StackedAdaptiveClassifier, StackedAdaptiveMLP, stack_adaptive
-from models.awnn.training import (adaptive_modules, layer_nus, log_prior_nu, log_prior_theta,
-                                  theta_parameters, theta_penalty, truncate, truncate_to_accuracy,
-                                  update_widths)
+from models.awnn.training import (adaptive_modules, add_theta_prior_grad, log_prior_nu,
+                                  log_prior_theta, theta_parameters, theta_penalty, truncate,
+                                  truncate_to_accuracy, update_widths)
 
 __all__ = ["AdaptiveMLP", "AdaptiveMLPConfig", "GAINS", "GROW_INITS", "IMPORTANCES", "INITS",
            "Importance", "StackedAdaptiveClassifier", "StackedAdaptiveMLP", "adaptive_modules",
-           "build", "importance", "layer_nus", "log_prior_nu", "log_prior_theta", "stack_adaptive",
-           "sum_sq_importance", "target_width", "theta_parameters", "theta_penalty", "truncate",
+           "add_theta_prior_grad", "build", "importance", "log_prior_nu", "log_prior_theta",
+           "stack_adaptive", "sum_sq_importance", "target_width", "theta_parameters", "theta_penalty", "truncate",
            "truncate_to_accuracy", "update_widths", "width_for"]

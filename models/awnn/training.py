@@ -27,14 +27,6 @@ def adaptive_modules(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, types)]
 
 
-def layer_nus(model: nn.Module) -> list[float]:
-    """ν of every adaptive layer of an unstacked model, in module order (one device sync)."""
-    mods = adaptive_modules(model)
-    if not mods:
-        return []
-    return torch.cat([m.nus().detach().reshape(-1) for m in mods]).tolist()
-
-
 @torch.no_grad()
 def update_widths(model: nn.Module, optimizer: torch.optim.Optimizer | None,
                   modules: Sequence[nn.Module] | None = None) -> bool:
@@ -98,6 +90,27 @@ class _SquaredNorm(torch.autograd.Function):
         else:
             grads = torch._foreach_mul(ctx.params, grad * (2.0 * coef))
         return (None, *grads)
+
+
+@torch.no_grad()
+def add_theta_prior_grad(params: Sequence[torch.Tensor], coef: float | torch.Tensor) -> None:
+    """p.grad += the gradient of theta_penalty(params, coef), 2·coef·p, computed exactly as that
+    node's backward computes it (same products, so the same floats): the weight prior applied in
+    the optimiser step instead of a loss term (−log p(θ)/N is weight decay's L2 term)."""
+    if torch.is_tensor(coef):
+        scale = coef * 2.0
+        prior = [p * scale.view(-1, *[1] * (p.ndim - 1)) for p in params]
+    else:
+        prior = torch._foreach_mul(params, 2.0 * coef)
+    with_grad = [(p.grad, q) for p, q in zip(params, prior) if p.grad is not None]
+    if len(with_grad) == len(params):
+        torch._foreach_add_([g for g, _ in with_grad], [q for _, q in with_grad])
+        return
+    for p, q in zip(params, prior):
+        if p.grad is None:
+            p.grad = q
+        else:
+            p.grad.add_(q)
 
 
 def theta_penalty(params: Sequence[torch.Tensor], coef: float | torch.Tensor) -> torch.Tensor:
