@@ -26,6 +26,13 @@ from experiments.identity import run_dir, run_key  # noqa: F401  (re-exported: r
 from experiments.provenance import environment  # noqa: F401  (re-exported)
 
 CHECKPOINT, PREVIOUS = "checkpoint.pt", "checkpoint.prev.pt"
+# A run's summary.json status: running, then finished / diverged (done: skipped, tabled) or failed.
+DONE_STATUSES = ("finished", "diverged")
+
+
+def is_done(summary: dict | None) -> bool:
+    """Whether a run with this summary is done (a sweep skips it, a table uses it)."""
+    return bool(summary) and summary.get("status") in DONE_STATUSES
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -63,3 +63,32 @@ def compose_config(*overrides: str):
         cfg = compose("config", overrides=list(overrides))
     GlobalHydra.instance().clear()
     return cfg
+
+
+KILL_MID_RUN = """
+import os, signal, sys
+import experiments.train as train
+from experiments.run import execute
+from tests.helpers import compose_config
+
+name, after, *overrides = sys.argv[1:]
+real, calls = getattr(train, name), [0]
+
+def kill_after(*args, **kwargs):
+    calls[0] += 1
+    if calls[0] > int(after):
+        os.kill(os.getpid(), signal.SIGKILL)    # no cleanup, no finally: a real kill -9
+    return real(*args, **kwargs)
+
+setattr(train, name, kill_after)
+execute(compose_config(*overrides))
+"""
+
+
+def run_killed(evaluator: str, after: int, *overrides: str) -> subprocess.CompletedProcess:
+    """Run `overrides` in a child process that SIGKILLs itself on the (after+1)-th call of
+    experiments.train.<evaluator> (2 calls per epoch: val, test)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-c", KILL_MID_RUN, evaluator, str(after), *overrides],
+                          env=env, capture_output=True, text=True, timeout=600)

@@ -58,7 +58,7 @@ def test_a_finished_run_from_other_code_is_reused_but_said(results, capsys, monk
     execute(cfg)
     capsys.readouterr()
     monkeypatch.setattr(provenance, "code_state", lambda: {"code_version": "0000new"})
-    monkeypatch.setattr("experiments.run.code_state", lambda: {"code_version": "0000new"})
+    monkeypatch.setattr("experiments.lifecycle.code_state", lambda: {"code_version": "0000new"})
     execute(cfg)
     out = capsys.readouterr().out
     assert "skip" in out and "made by code" in out and "now 0000new" in out and "run.force=true" in out
@@ -172,7 +172,7 @@ def test_a_running_summary_names_host_pid_and_start(results, monkeypatch):
         seen.update(records.read_summary(records.run_dir(ctx.cfg)))
         return real(ctx, *a, **k)
 
-    monkeypatch.setattr("experiments.run.fit", spy)
+    monkeypatch.setattr("experiments.lifecycle.fit", spy)
     execute(cfg)
     assert seen["status"] == "running" and {"host", "pid", "started"} <= set(seen)
 

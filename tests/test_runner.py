@@ -6,11 +6,12 @@ import re
 
 import pandas as pd
 import pytest
+import torch
 
 from experiments import records
 from experiments.run import execute
 from experiments.schema import validate
-from tests.helpers import compose_config, run_cli
+from tests.helpers import compose_config, run_cli, run_killed
 
 BASE = ("dataset=digits", "model=fcn", "optimizer.lr=0.05", "train.batch_size=64",
         "run.progress=false", "run.checkpoint_interval_s=0")
@@ -73,6 +74,25 @@ def test_killed_run_resumes_to_the_same_numbers(results, tmp_path, monkeypatch, 
     assert resumed["status"] == "finished" and resumed["epochs"] == 5
     for k in ("train_loss", "val_loss", "val_acc", "test_loss", "test_acc"):
         assert resumed["final"][k] == straight["final"][k], k  # bit-identical on the CPU
+
+
+def test_kill_9_mid_run_resumes_bit_identical(tmp_path):
+    """A real SIGKILL (no cleanup) in epoch 3; the resumed run matches an uninterrupted one."""
+    extra = ("train.epochs=4", "regime=l1", "optimizer=momentum", "optimizer.lr=0.02", "model.widths=[16]")
+    straight = execute(compose_config(*BASE, f"run.results_dir={tmp_path / 'a'}", *extra))
+    overrides = (*BASE, f"run.results_dir={tmp_path / 'b'}", *extra)
+    proc = run_killed("evaluate", 5, *overrides)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    directory = records.run_dir(validate(compose_config(*overrides)))
+    assert records.read_summary(directory)["status"] == "running"
+    assert records.load_checkpoint(directory)["loop"]["epoch"] == 2
+    resumed = execute(compose_config(*overrides))
+    assert resumed["status"] == "finished" and resumed["epochs"] == 4
+    assert resumed["final"] == {**straight["final"], "time": resumed["final"]["time"],
+                                "epoch_time": resumed["final"]["epoch_time"]}
+    ckpt_a = records.load_checkpoint(records.run_dir(validate(compose_config(*BASE, f"run.results_dir={tmp_path / 'a'}", *extra))))
+    ckpt_b = records.load_checkpoint(directory)
+    assert all(torch.equal(ckpt_a["model"][k], ckpt_b["model"][k]) for k in ckpt_a["model"])
 
 
 def test_nan_marks_the_run_diverged_and_the_sweep_carries_on(results):

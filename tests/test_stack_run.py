@@ -13,7 +13,7 @@ import torch
 from experiments import plan, records
 from experiments.run import execute
 from experiments.schema import validate
-from tests.helpers import compose_config, run_cli
+from tests.helpers import compose_config, run_cli, run_killed
 
 RUN = ("train.epochs=3", "train.dtype=float64", "run.progress=false", "run.checkpoint_interval_s=0")
 BASE = ("dataset=digits", "model=fcn", "model.widths=[16]", "optimizer.lr=0.05", "train.batch_size=64", *RUN)
@@ -125,6 +125,25 @@ def test_killed_stack_resumes_every_member(tmp_path, monkeypatch):
     monkeypatch.setattr(train, "evaluate_members", real)
     assert all(records.read_summary(j.directory)["status"] == "running" for j in jobs)
     assert execute(cfg)["status"] == "finished"
+    for a, b in zip(straight, jobs):
+        assert_same_run(a.directory, b.directory, tol=0.0)         # bit-identical
+
+
+def test_kill_9_mid_stack_resumes_every_member_bit_identical(tmp_path):
+    """A real SIGKILL (no cleanup) in epoch 3 of a stack; every member resumes to the numbers
+    and weights of an uninterrupted stack."""
+    straight_cfg, straight = stack_job(tmp_path / "straight", "regime=l1", "optimizer=momentum")
+    execute(straight_cfg)
+    _, jobs = stack_job(tmp_path / "killed", "regime=l1", "optimizer=momentum")
+    overrides = [*BASE, "regime=l1", "optimizer=momentum", "seed=0", f"run.results_dir={tmp_path / 'killed'}",
+                 f"run.stack_file={tmp_path / 'killed' / 'stack.json'}"]
+    proc = run_killed("evaluate_members", 5, *overrides)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    for j in jobs:
+        assert records.read_summary(j.directory)["status"] == "running"
+        saved = records.load_checkpoint(j.directory)
+        assert saved["loop"]["epoch"] == 2 and "cuda_rng" in saved
+    assert execute(compose_config(*overrides))["status"] == "finished"
     for a, b in zip(straight, jobs):
         assert_same_run(a.directory, b.directory, tol=0.0)         # bit-identical
 

@@ -31,7 +31,7 @@ OPTIMIZERS = {
 
 
 def fcn(seed: int) -> FCN:
-    torch.manual_seed(seed)                    # as experiments/run.py builds a member
+    torch.manual_seed(seed)                    # as experiments/steps.py builds a member
     return FCN(IN, WIDTHS, OUT).double()
 
 

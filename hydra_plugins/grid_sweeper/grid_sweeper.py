@@ -95,7 +95,7 @@ class GridSweeper(BasicSweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         from experiments import plan
-        from experiments.run import fail_config
+        from experiments.config_errors import fail_config
         from experiments.schema import ConfigError
 
         loader = self.hydra_context.config_loader
