@@ -157,3 +157,25 @@ def cell_of(spec, jobs: list[Job], metric: str, select_by: str, report: str) -> 
     if scores:
         cell.selection_score = float(np.mean(scores))
     return cell
+
+
+def paper_text(entry) -> str | None:
+    """The paper's number of a cell as printed: a bare number, or the structured form
+    {mean, sd, n, width, width_sd, note} -> "100.0 (0.0), width 8.1 (2.8)"."""
+    if entry is None or not isinstance(entry, dict):
+        return None if entry is None else str(entry)
+    parts = []
+    if "mean" in entry:
+        parts.append(f"{entry['mean']}" + (f" ({entry['sd']})" if "sd" in entry else ""))
+    if "width" in entry:
+        parts.append(f"width {entry['width']}" + (f" ({entry['width_sd']})" if "width_sd" in entry else ""))
+    if "note" in entry:
+        parts.append(str(entry["note"]))
+    return ", ".join(parts)
+
+
+def paper_mean(entry) -> float | None:
+    """The paper's mean of a cell (None when the paper gives none)."""
+    if isinstance(entry, dict):
+        entry = entry.get("mean")
+    return float(entry) if isinstance(entry, (int, float)) else None
