@@ -94,6 +94,8 @@ class AdaptiveMLP(nn.Module):
                              persistent=False)
         self.generator = make_generator()   # growth draws; seeded before the init draws below
         self.storage_version = 0            # +1 whenever a resize replaces Parameter objects
+        self._layer_positions: tuple | None = None   # (_positions, [j per layer]) at these widths
+        self._no_masks = [None] * num_hidden
         self.reset_parameters()
 
     # --- widths and importances -------------------------------------------------------------
@@ -116,10 +118,17 @@ class AdaptiveMLP(nn.Module):
 
     def importances(self) -> tuple[torch.Tensor, ...]:
         """f(j; ν_ℓ) for j < D_ℓ of every hidden layer, as the forward pass uses them."""
-        positions = [self._positions if w == len(self._positions) else self._positions[:w]
-                     for w in self._widths]
         return Importance.apply(self.raw_nu, self.nu_min, self.importance == "authors",
-                                positions, [None] * self.num_hidden)
+                                self.positions(), self._no_masks)
+
+    def positions(self) -> list[torch.Tensor]:
+        """j = 0..D_ℓ−1 of every hidden layer (views of one buffer, kept until the widths or the
+        buffer change)."""
+        base, cached = self._positions, self._layer_positions
+        if cached is None or cached[0] is not base:
+            cached = self._layer_positions = (
+                base, [base if w == len(base) else base[:w] for w in self._widths])
+        return cached[1]
 
     # --- init -------------------------------------------------------------------------------
     def layer_std(self, layer: int, widths: list[int], nus: list[float]) -> float:
@@ -194,14 +203,15 @@ class AdaptiveMLP(nn.Module):
                 continue
             grows = new_shape[0] > old_shape[0] or new_shape[1] > old_shape[1]
             std, bias_std = grow_stds(self, layer, new_widths, nus) if grows else (0.0, 0.0)
-            rows, cols = draw_weight(old_shape, new_shape, std, self.generator, self.weight[layer].dtype)
+            dtype = self.weight._parameters[self._keys[layer]].dtype
+            rows, cols = draw_weight(old_shape, new_shape, std, self.generator, dtype)
             moves.append(_replace(self.weight, layer, old_shape, new_shape, rows, cols))
             if layer < self.num_hidden:
-                fresh = draw_bias(old_shape[0], new_shape[0], bias_std, self.generator,
-                                  self.bias[layer].dtype)
+                fresh = draw_bias(old_shape[0], new_shape[0], bias_std, self.generator, dtype)
                 moves.append(_replace(self.bias, layer, old_shape[:1], new_shape[:1], fresh, None))
         move_optimizer_state(optimizer, moves)
         self._widths = new_widths
+        self._layer_positions = None
         self.storage_version += 1
         self._ensure_positions(max(new_widths))
 
@@ -229,6 +239,7 @@ class AdaptiveMLP(nn.Module):
         weights = [state_dict.get(prefix + f"weight.{i}") for i in range(self.num_hidden)]
         if all(w is not None for w in weights):
             self._widths = [int(w.shape[0]) for w in weights]
+            self._layer_positions = None
             self._ensure_positions(max(self._widths))
         state_dict.setdefault(prefix + "_extra_state", self.get_extra_state())  # pre-generator files
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -258,7 +269,7 @@ def grow_stds(m, layer: int, widths: list[int], nus: list[float]) -> tuple[float
 
 def _replace(params: nn.ParameterList, index: int, old: tuple, new: tuple, rows, cols) -> tuple:
     """params[index]: active block old -> new with fresh rows/cols; returns the optimiser move."""
-    value = resized_with(params[index].detach(), old, new, rows, cols)
+    value = resized_with(params._parameters[str(index)].detach(), old, new, rows, cols)
     before, after = swap_parameter(params, index, value)
     return before, after, lambda s: resized_with(s, old, new)
 

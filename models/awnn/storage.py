@@ -84,9 +84,10 @@ def swap_parameter(params: nn.ParameterList, index: int, value: torch.Tensor) ->
     A new Parameter rather than a `.data` swap: autograd caches a leaf's shape in its gradient
     accumulator, which a graph still alive from the previous step would keep stale.
     """
-    old = params[index]
+    key = str(index)                                   # ParameterList's own key for index
+    old = params._parameters[key]
     new = nn.Parameter(value, requires_grad=old.requires_grad)
-    params[index] = new
+    params._parameters[key] = new
     return old, new
 
 
