@@ -1,4 +1,4 @@
-# make demo | make test | make reproduce-table1 [PROFILE=quick] | make sweep EXP=nb_table1 | make claims
+# make demo | make test | make verify | make report | make reproduce-table1 [PROFILE=quick] | make sweep EXP=nb_table1 | make claims
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -9,7 +9,7 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 RUN    := $(BIN)/python -m experiments.run
 TABLE1 := nb_table1 awnn_table1
 
-.PHONY: install test test-all check-device demo reproduce-table1 tables tables-all claims publish gpu-queue sweep bench clean-results
+.PHONY: install test test-all check-device demo verify report reproduce-table1 tables tables-all claims publish gpu-queue sweep bench clean-results
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -28,12 +28,14 @@ test-all: install            ## include the slow tests
 check-device: install        ## device-sensitive checks on this host's GPU (CPU when none), one line each
 	$(BIN)/python scripts/check_device.py
 
-SYNTHETIC := [double_moon_fixed,double_moon_awnn,spiral_fixed,spiral_awnn,spiral_hard_fixed,spiral_hard_awnn]
+demo: install                ## trains embedded data (digits NB regimes, AWNN synthetic rows) into results/local, ~3-4 min on 2 cores; then yours | published | paper per cell
+	OMP_NUM_THREADS=1 $(BIN)/python -m experiments.demo $(ARGS)
 
-demo: install                ## embedded data only, quick budget, ~10 min on 2 CPU cores
-	$(RUN) -m experiment=awnn_table1 profile=quick 'hydra.sweeper.only=$(SYNTHETIC)'
-	$(RUN) -m experiment=demo_digits profile=quick
-	@echo "tables: results/tables/awnn_table1.md (synthetic rows) results/tables/demo_digits.md"
+verify: install              ## re-train the first epochs of one published run per experiment, compare epoch by epoch (DATA_ROOT=... for real data sets)
+	OMP_NUM_THREADS=1 $(BIN)/python -m experiments.verify $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(ARGS)
+
+report: install              ## results/report.html: ledger, tables, figures, provenance in one offline page (ARGS=--local: your runs)
+	$(BIN)/python -m experiments.report $(ARGS)
 
 reproduce-table1: install    ## NB Table 1 and AWNN Table 1 at PROFILE (paper | quick | smoke); ARGS=run.stack=true ...
 	@for exp in $(TABLE1); do $(RUN) -m experiment=$$exp profile=$(PROFILE) $(ARGS) || exit 1; done
