@@ -16,8 +16,7 @@ from torch import nn
 
 from experiments.regimes.penalty import Penalty
 from experiments.train import Members
-from models import build_model
-from models.stacked import stack_models
+from models import build_model, stack_built
 
 
 def dtype_of(cfg) -> torch.dtype:
@@ -62,7 +61,7 @@ class StackedModels(OneModel):
         for cfg in cfgs:
             torch.manual_seed(cfg.seed)       # each member's own init, as its unstacked run
             built.append(build_model(cfg.model, data.info))
-        model = stack_models(built, input_shape=tuple(data.info["input_shape"]))
+        model = stack_built(cfgs[0].model, built, tuple(data.info["input_shape"]))
         return model.to(device=device, dtype=dtype_of(cfgs[0]))
 
     def configure(self, cfgs: list, ctx, regime) -> None:

@@ -147,79 +147,32 @@ def fit(ctx: RunContext, regime, scheduler, members: Members, on_epoch=None,
         progress: bool = True) -> list[LoopState]:
     """Train every member for its remaining epochs. `on_epoch(indices)` is called after each
     epoch with the members that got a new record (all that were still running)."""
-    cfg, data, device = ctx.cfg, ctx.data, ctx.device
-    task, pad_id = data.task, data.info.get("pad_id", 0)
-    metric, direction = primary_metric(task)
-    has_penalty, has_after_step = regime.has_penalty, regime.has_after_step
-    clip = cfg.train.grad_clip
-    states, stacked = members.states, members.stacked
-    first = states[0].epoch
-    seeds = f"s{cfg.seed}" if not stacked else f"{len(states)} seeds"
-    bar = tqdm(total=cfg.train.epochs, initial=first, disable=not progress, unit="ep",
+    cfg, states = ctx.cfg, members.states
+    metric, direction = primary_metric(ctx.data.task)
+    seeds = f"s{cfg.seed}" if not members.stacked else f"{len(states)} seeds"
+    bar = tqdm(total=cfg.train.epochs, initial=states[0].epoch, disable=not progress, unit="ep",
                desc=f"{cfg.experiment}/{cfg.dataset.name}/{cfg.model.name}/{cfg.regime.name}/{seeds}",
                dynamic_ncols=True, leave=False)
-    for epoch in range(first, cfg.train.epochs):
+    for epoch in range(states[0].epoch, cfg.train.epochs):
         running = [i for i, st in enumerate(states) if st.status == "running"]
         if not running:
             break
         ctx.epoch = epoch
-        ctx.model.train()
         start = time.perf_counter()
-        loss_sum = torch.zeros(len(states) if stacked else (), device=device)
-        steps = 0
-        for inputs, target in members.batches(data.train, cfg.train.batch_size):
-            loss = members.losses(task, ctx.model(*inputs), target, pad_id)
-            total = loss.sum() if stacked else loss
-            if has_penalty:
-                penalty = regime.penalty(ctx)
-                if penalty is not None:
-                    total = total + penalty
-                del penalty
-            ctx.optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            if clip > 0:
-                members.clip(ctx.model, clip)
-            if ctx.lr_scale is None:
-                ctx.optimizer.step()
-            else:
-                step_with_member_lr(ctx.optimizer, ctx.lr_scale)
-            if has_after_step:
-                regime.after_step(ctx)
-            loss_sum += loss.detach()
-            steps += 1
-            ctx.step += 1
-            # Drop this step's graph now: an AWNN resize may swap parameter storage, and a graph
-            # kept alive into the next forward would hand autograd stale shapes.
-            del loss, total
+        train_losses = train_epoch(ctx, regime, members)
         extra = regime.on_epoch_end(ctx, epoch)
-        train_losses = (loss_sum / max(steps, 1)).reshape(-1).tolist()  # the epoch's one sync point
+        train_losses = train_losses.reshape(-1).tolist()  # the epoch's one sync point
         epoch_time = time.perf_counter() - start
-
-        rows = [{"epoch": epoch + 1, "train_loss": train_losses[i], "time": epoch_time} for i in range(len(states))]
-        evaluating = (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs
-        if evaluating and cfg.train.bn_recalibrate:  # honest eval-mode numbers after few steps (issue 8)
-            recalibrate_batchnorm(ctx.model, data.train, cfg.train.batch_size,
-                                  cfg.train.bn_recalibrate_batches, seed=cfg.seed)
-        splits = [] if not evaluating else (["train"] if cfg.train.eval_train else []) + [
-            n for n in ("val", "test") if getattr(data, n) is not None]
-        for name in splits:
-            for row, stats in zip(rows, members.evaluate(ctx.model, getattr(data, name), task,
-                                                         cfg.train.eval_batch_size, pad_id)):
-                row.update({f"{name}_{k}": v for k, v in stats.items()})
-        for i, row in enumerate(rows):
-            row["lr"] = ctx.optimizer.param_groups[0]["lr"] * (1.0 if ctx.lr_scale is None else ctx.lr_scale[i].item())
-            row.update({k: member_value(v, i, stacked) for k, v in extra.items()})
-            row["epoch_time"] = time.perf_counter() - start  # training + hooks + evaluation
+        rows = epoch_rows(ctx, members, epoch, train_losses, epoch_time, extra, start)
         for i in running:
             record_epoch(cfg, states[i], rows[i], epoch_time, metric, direction)
-            if stacked and states[i].status == "diverged":
+            if members.stacked and states[i].status == "diverged":
                 ctx.model.zero_member(i, ctx.optimizer)   # its NaNs stop here; the others carry on
         if scheduler is not None:
             if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 scheduler.step(rows[0].get("val_loss", rows[0]["train_loss"]))
             else:
                 scheduler.step()
-
         bar.update(1)
         bar.set_postfix({k: f"{rows[running[0]][k]:.4g}" for k in
                          ("train_loss", f"val_{metric}", f"test_{metric}") if k in rows[running[0]]})
@@ -227,6 +180,65 @@ def fit(ctx: RunContext, regime, scheduler, members: Members, on_epoch=None,
             on_epoch(running)
     bar.close()
     return states
+
+
+def train_epoch(ctx: RunContext, regime, members: Members) -> torch.Tensor:
+    """One pass over the training data; the members' mean training loss (on the device)."""
+    cfg, data, stacked = ctx.cfg, ctx.data, members.stacked
+    task, pad_id, clip = data.task, data.info.get("pad_id", 0), cfg.train.grad_clip
+    has_penalty, has_after_step = regime.has_penalty, regime.has_after_step
+    ctx.model.train()
+    loss_sum = torch.zeros(len(members.states) if stacked else (), device=ctx.device)
+    steps = 0
+    for inputs, target in members.batches(data.train, cfg.train.batch_size):
+        loss = members.losses(task, ctx.model(*inputs), target, pad_id)
+        total = loss.sum() if stacked else loss
+        if has_penalty:
+            penalty = regime.penalty(ctx)
+            if penalty is not None:
+                total = total + penalty
+            del penalty
+        ctx.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if clip > 0:
+            members.clip(ctx.model, clip)
+        if ctx.lr_scale is None:
+            ctx.optimizer.step()
+        else:
+            step_with_member_lr(ctx.optimizer, ctx.lr_scale)
+        if has_after_step:
+            regime.after_step(ctx)
+        loss_sum += loss.detach()
+        steps += 1
+        ctx.step += 1
+        # Drop this step's graph now: an AWNN resize may swap parameter storage, and a graph
+        # kept alive into the next forward would hand autograd stale shapes.
+        del loss, total
+    return loss_sum / max(steps, 1)
+
+
+def epoch_rows(ctx: RunContext, members: Members, epoch: int, train_losses: list[float],
+               epoch_time: float, extra: dict, start: float) -> list[dict]:
+    """Each member's metrics row of the epoch: training loss, evaluation (every eval_every
+    epochs and the last), lr, the regime's metrics."""
+    cfg, data, stacked = ctx.cfg, ctx.data, members.stacked
+    rows = [{"epoch": epoch + 1, "train_loss": train_losses[i], "time": epoch_time}
+            for i in range(len(members.states))]
+    evaluating = (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs
+    if evaluating and cfg.train.bn_recalibrate:  # honest eval-mode numbers after few steps (issue 8)
+        recalibrate_batchnorm(ctx.model, data.train, cfg.train.batch_size,
+                              cfg.train.bn_recalibrate_batches, seed=cfg.seed)
+    splits = [] if not evaluating else (["train"] if cfg.train.eval_train else []) + [
+        n for n in ("val", "test") if getattr(data, n) is not None]
+    for name in splits:
+        for row, stats in zip(rows, members.evaluate(ctx.model, getattr(data, name), data.task,
+                                                     cfg.train.eval_batch_size, data.info.get("pad_id", 0))):
+            row.update({f"{name}_{k}": v for k, v in stats.items()})
+    for i, row in enumerate(rows):
+        row["lr"] = ctx.optimizer.param_groups[0]["lr"] * (1.0 if ctx.lr_scale is None else ctx.lr_scale[i].item())
+        row.update({k: member_value(v, i, stacked) for k, v in extra.items()})
+        row["epoch_time"] = time.perf_counter() - start  # training + hooks + evaluation
+    return rows
 
 
 def record_epoch(cfg, state: LoopState, row: dict, epoch_time: float, metric: str, direction: str) -> None:

@@ -1,57 +1,46 @@
-"""Model registry: `model.name` -> (module, config dataclass, builder).
+"""Model registry: `model.name` -> the module that declares it (data/registry.py).
 
-Each entry's config dataclass is the schema of the `model:` node: unknown keys and wrong types
-fail before training. Modules are imported lazily so that, e.g., a run without graphs never
-imports torch_geometric.
+A model module declares `REGISTERED = {name: (config class, builder)}`; the config dataclass is
+the schema of the `model:` node (unknown keys and wrong types fail before training). It may also
+declare what stacking needs (docs/STACKING.md):
+
+    stack_members(members, input_shape) -> nn.Module    its stacked form (absent: not stackable)
+    stackable(cfg) -> bool                               optional: which configs can stack
+
+and balancing reads the model itself (`unit_groups(include_bias, allow_non_homogeneous)`).
 """
 from __future__ import annotations
-
-import functools
-
-import importlib
 
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-# name: (module, config class, builder function)
-MODELS: dict[str, tuple[str, str, str]] = {
-    "fcn": ("models.fcn", "FCNConfig", "build"),
-    "dfa_fcn": ("models.dfa", "DFAConfig", "build"),
-    "rnn": ("models.rnn", "RNNConfig", "build"),
-    "lstm": ("models.rnn", "LSTMConfig", "build_lstm"),
-    "transformer_cls": ("models.text_classifier", "TransformerClassifierConfig", "build"),
-    "awnn_mlp": ("models.awnn", "AdaptiveMLPConfig", "build"),
-    "resnet20": ("models.resnet", "ResNet20Config", "build"),
-    "gin": ("models.gin", "GINConfig", "build"),
-    "seq2seq": ("models.seq2seq", "Seq2SeqConfig", "build"),
-}
+from data.registry import Registry, discover, schema_node
 
-
-
-@functools.lru_cache(maxsize=None)
-def _schema_node(schema):
-    """The schema as a structured config, built once (merge copies it; it is never mutated)."""
-    return OmegaConf.structured(schema)
-
-def _entry(name: str):
-    if name not in MODELS:
-        raise ValueError(f"model.name={name!r} is unknown; allowed: {sorted(MODELS)}")
-    module, schema, builder = MODELS[name]
-    mod = importlib.import_module(module)
-    return getattr(mod, schema), getattr(mod, builder)
+MODELS = discover("models")     # name: (module, config class, builder)
+REGISTRY = Registry("model.name", MODELS)
 
 
 def model_schema(name: str):
     """The config dataclass of model `name` (its defaults are part of run identity)."""
-    return _entry(name)[0]
+    return REGISTRY.schema(name)
 
 
 def validate_model_config(cfg: DictConfig) -> DictConfig:
-    """Merge `cfg` onto its schema: raises with the offending key/value on a mismatch."""
-    schema, _ = _entry(cfg.name)
-    return OmegaConf.merge(_schema_node(schema), cfg)
+    return REGISTRY.validate(cfg)
 
 
 def build_model(cfg: DictConfig, info: dict) -> nn.Module:
-    schema, builder = _entry(cfg.name)
-    return builder(OmegaConf.merge(_schema_node(schema), cfg), info)
+    schema, builder = REGISTRY.entry(cfg.name)
+    return builder(OmegaConf.merge(schema_node(schema), cfg), info)
+
+
+def stackable(cfg: DictConfig) -> bool:
+    """Whether runs of this model config can train as one stack (the module says so)."""
+    module = REGISTRY.module(cfg.name)
+    check = getattr(module, "stackable", None)
+    return hasattr(module, "stack_members") and (check is None or check(cfg))
+
+
+def stack_built(cfg: DictConfig, members: list[nn.Module], input_shape: tuple[int, ...]) -> nn.Module:
+    """S built members of model config `cfg` as its stacked form."""
+    return REGISTRY.module(cfg.name).stack_members(members, input_shape)

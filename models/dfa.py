@@ -21,34 +21,9 @@ import torch
 from torch import nn
 
 from models.activations import make_activation
+from models.dfa_feedback import _DirectFeedback, _ErrorSlot  # noqa: F401  (re-exported)
 
 FEEDBACK_TRANSFORMS = ("fixed", "covariant")
-
-
-class _ErrorSlot:
-    """Holds dL/dlogits of one forward pass until the hidden layers' backward needs it."""
-
-    def __init__(self):
-        self.error: torch.Tensor | None = None
-
-    def store(self, grad: torch.Tensor) -> None:
-        self.error = grad
-
-
-class _DirectFeedback(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, h, feedback, slot):
-        ctx.slot = slot
-        ctx.save_for_backward(feedback)
-        return h.view_as(h)
-
-    @staticmethod
-    def backward(ctx, grad_h):
-        (feedback,) = ctx.saved_tensors
-        if ctx.slot.error is None:
-            raise RuntimeError("DFA backward reached a hidden layer before dL/dlogits was "
-                               "known: the loss must depend on the DFANet's logits")
-        return ctx.slot.error.to(feedback.dtype) @ feedback, None, None
 
 
 class DFANet(nn.Module):
@@ -85,6 +60,14 @@ class DFANet(nn.Module):
             fb = self.feedback(k)
             fb.mul_(torch.exp(-log_lam).to(device=fb.device, dtype=fb.dtype)[None, :])
 
+    def unit_groups(self, include_bias: bool = True, allow_non_homogeneous: bool = False) -> list:
+        """The balanceable hidden layers (models.balancing): the Linear chain."""
+        from models.balancing.groups import chain_groups, check_activation
+
+        for k, act in enumerate(self.activations):
+            check_activation(act, f"DFANet hidden layer {k}", allow_non_homogeneous)
+        return chain_groups(list(self.linears), include_bias)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.flatten(1)
         slot = _ErrorSlot()
@@ -108,3 +91,19 @@ class DFAConfig:
 def build(cfg: DFAConfig, info: dict) -> DFANet:
     return DFANet(info["in_features"], list(cfg.widths), info["num_classes"], cfg.activation,
                   cfg.feedback_seed, cfg.feedback_transform)
+
+
+REGISTERED = {"dfa_fcn": ("DFAConfig", "build")}
+
+
+def stackable(cfg) -> bool:
+    return cfg.get("feedback_transform", "fixed") == "fixed"   # StackedDFANet keeps B fixed
+
+
+def stack_members(members: list[DFANet], input_shape: tuple[int, ...] | None = None) -> nn.Module:
+    if any(m.feedback_transform != "fixed" for m in members):
+        raise TypeError("StackedDFANet keeps the feedback matrices fixed; "
+                        "model.feedback_transform=covariant trains unstacked")
+    from models.stacked.dfa import StackedDFANet
+
+    return StackedDFANet(members, input_shape)

@@ -44,3 +44,12 @@ class FCNConfig:
 
 def build(cfg: FCNConfig, info: dict) -> FCN:
     return FCN(info["in_features"], list(cfg.widths), info["num_classes"], cfg.activation, cfg.bias)
+
+
+REGISTERED = {"fcn": ("FCNConfig", "build")}
+
+
+def stack_members(members: list[FCN], input_shape: tuple[int, ...] | None = None) -> nn.Module:
+    from models.stacked.fcn import StackedFCN
+
+    return StackedFCN(members, input_shape)

@@ -163,3 +163,6 @@ def build(cfg: GINConfig, info: dict) -> GIN:
                activation=cfg.activation, pooling=cfg.pooling, dropout=cfg.dropout,
                batch_norm=cfg.batch_norm, train_eps=cfg.train_eps,
                embed_batch_norm=embed_batch_norm)
+
+
+REGISTERED = {"gin": ("GINConfig", "build")}

@@ -103,3 +103,6 @@ def build(cfg: ResNet20Config, info: dict) -> ResNet20:
         raise ValueError(f"resnet20 needs image inputs (C, H, W), got input_shape={tuple(shape)}")
     return ResNet20(shape[0], info["num_classes"], cfg.head, cfg.head_width, cfg.head_activation,
                     cfg.nu0, cfg.k, cfg.init, cfg.max_width)
+
+
+REGISTERED = {"resnet20": ("ResNet20Config", "build")}

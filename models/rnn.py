@@ -96,6 +96,12 @@ class ReLURNNClassifier(nn.Module):
         out, _ = self.rnn(self.embedding(trim(tokens, lengths)))      # [B, L, H]
         return self.readout(pool(out, lengths, self.pool))
 
+    def unit_groups(self, include_bias: bool = True, allow_non_homogeneous: bool = False) -> list:
+        """The balanceable hidden layers (models.balancing): each recurrent layer (SPEC A.1)."""
+        from models.balancing.groups import rnn_groups
+
+        return rnn_groups(self.rnn, self.readout, include_bias, allow_non_homogeneous)
+
 
 class LSTMClassifier(nn.Module):
     """The authors' Table 2 model: embedding -> stacked unidirectional LSTM -> Linear.
@@ -162,3 +168,6 @@ def build(cfg: RNNConfig, info: dict) -> ReLURNNClassifier:
 def build_lstm(cfg: LSTMConfig, info: dict) -> LSTMClassifier:
     return LSTMClassifier(info["vocab_size"], info["num_classes"], info["pad_id"], cfg.embed_dim,
                           cfg.hidden, cfg.num_layers, cfg.dropout, cfg.readout)
+
+
+REGISTERED = {"rnn": ("RNNConfig", "build"), "lstm": ("LSTMConfig", "build_lstm")}

@@ -220,3 +220,6 @@ def build(cfg: Seq2SeqConfig, info: dict) -> Seq2SeqTransformer:
         num_decoder_layers=cfg.num_decoder_layers, dim_feedforward=cfg.dim_feedforward,
         dropout=cfg.dropout, adaptive=cfg.adaptive, nu0=cfg.nu0, activation=cfg.activation,
         norm_first=cfg.norm_first, share_embeddings=cfg.share_embeddings)
+
+
+REGISTERED = {"seq2seq": ("Seq2SeqConfig", "build")}

@@ -59,3 +59,6 @@ def build(cfg: TransformerClassifierConfig, info: dict) -> TransformerClassifier
     return TransformerClassifier(info["vocab_size"], info["num_classes"], info["pad_id"],
                                  cfg.d_model, cfg.nhead, cfg.num_layers, cfg.dim_feedforward,
                                  cfg.dropout)
+
+
+REGISTERED = {"transformer_cls": ("TransformerClassifierConfig", "build")}

@@ -212,7 +212,7 @@ def test_relative_data_paths_resolve_against_the_project_root(tmp_path, monkeypa
     seen = {}
     cfg = validate(cfg_for(tmp_path / "r", "data.root=some/data", "data.cache=some/cache"))
     schema = data.dataset_schema("digits")
-    monkeypatch.setattr(data, "_entry", lambda name: (schema, lambda c, dcfg, dev: seen.update(dcfg)))
+    monkeypatch.setattr(data.REGISTRY, "entry", lambda name: (schema, lambda c, dcfg, dev: seen.update(dcfg)))
     monkeypatch.chdir(tmp_path)
     data.load_data(cfg.dataset, cfg.data, None)
     assert seen["root"] == str(PROJECT_ROOT / "some" / "data")

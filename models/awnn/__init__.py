@@ -13,6 +13,9 @@ from models.awnn.training import (adaptive_modules, add_theta_prior_grad, log_pr
                                   log_prior_theta, theta_parameters, theta_penalty, truncate,
                                   truncate_to_accuracy, update_widths)
 
+REGISTERED = {"awnn_mlp": ("AdaptiveMLPConfig", "build")}   # the model registry (models/__init__.py)
+stack_members = stack_adaptive                                 # stackable (docs/STACKING.md)
+
 __all__ = ["AdaptiveMLP", "AdaptiveMLPConfig", "GAINS", "GROW_INITS", "IMPORTANCES", "INITS",
            "Importance", "StackedAdaptiveClassifier", "StackedAdaptiveMLP", "adaptive_modules",
            "add_theta_prior_grad", "build", "importance", "log_prior_nu", "log_prior_theta",

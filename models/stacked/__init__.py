@@ -10,10 +10,10 @@ torch.func `stack_module_state` + `vmap` on the CPU.
 """
 from __future__ import annotations
 
+import sys
+
 from torch import nn
 
-from models.dfa import DFANet
-from models.fcn import FCN
 from models.stacked.base import StackedLinear, StackedModule
 from models.stacked.dfa import StackedDFANet
 from models.stacked.fcn import StackedFCN
@@ -22,8 +22,6 @@ from models.stacked.losses import (evaluate_members, member_correct, member_loss
 from models.stacked.optim import (clip_grad_norm_per_member, load_member_optimizer_state,
                                   member_optimizer_state, zero_member_optimizer_state)
 
-STACKABLE = "FCN, DFANet, nn.Sequential(nn.Flatten, AdaptiveMLP) (the AWNN classifier)"
-
 __all__ = ["StackedDFANet", "StackedFCN", "StackedLinear", "StackedModule",
            "clip_grad_norm_per_member", "evaluate_members", "is_stackable",
            "load_member_optimizer_state", "member_correct", "member_losses",
@@ -31,25 +29,23 @@ __all__ = ["StackedDFANet", "StackedFCN", "StackedLinear", "StackedModule",
            "zero_member_optimizer_state"]
 
 
-def _is_awnn_classifier(model: nn.Module) -> bool:
-    if type(model) is not nn.Sequential or len(model) != 2 or not isinstance(model[0], nn.Flatten):
-        return False
-    from models.awnn import AdaptiveMLP
-
-    return isinstance(model[1], AdaptiveMLP)
-
-
-def _awnn_stacker():
-    from models.awnn import stack_adaptive   # lazy: models.awnn imports this package
-
-    return stack_adaptive
+def _declared_stacker(model: nn.Module):
+    """The `stack_members` that the module defining the model's class (or a package above it)
+    declares; a classifier nn.Sequential(nn.Flatten, M) stacks as M's module says."""
+    if type(model) is nn.Sequential and len(model) == 2 and isinstance(model[0], nn.Flatten):
+        model = model[1]
+    name = type(model).__module__
+    while name:
+        stacker = getattr(sys.modules.get(name), "stack_members", None)
+        if stacker is not None:
+            return stacker
+        name = name.rpartition(".")[0]
+    return None
 
 
 def is_stackable(model: nn.Module) -> bool:
     """Whether `stack_models` accepts members like `model`."""
-    if isinstance(model, (FCN, DFANet)):
-        return True
-    return _is_awnn_classifier(model)
+    return _declared_stacker(model) is not None
 
 
 def stack_models(models: list[nn.Module], input_shape: tuple[int, ...] | None = None) -> nn.Module:
@@ -62,13 +58,7 @@ def stack_models(models: list[nn.Module], input_shape: tuple[int, ...] | None = 
     if any(type(m) is not type(first) for m in models):
         kinds = sorted({type(m).__name__ for m in models})
         raise TypeError(f"members must share one type; got {kinds}")
-    if isinstance(first, DFANet):
-        if any(m.feedback_transform != "fixed" for m in models):
-            raise TypeError("StackedDFANet keeps the feedback matrices fixed; "
-                            "model.feedback_transform=covariant trains unstacked")
-        return StackedDFANet(models, input_shape)
-    if isinstance(first, FCN):
-        return StackedFCN(models, input_shape)
-    if _is_awnn_classifier(first):
-        return _awnn_stacker()(models, input_shape)
-    raise TypeError(f"cannot stack {type(first).__name__}; stackable: {STACKABLE}")
+    stacker = _declared_stacker(first)
+    if stacker is None:
+        raise TypeError(f"cannot stack {type(first).__name__}: its module declares no stack_members")
+    return stacker(models, input_shape)

@@ -13,15 +13,14 @@ import torch
 from torch import nn
 
 from models.activations import is_bilu
-from models.dfa import DFANet
-from models.dfa import _DirectFeedback, _ErrorSlot  # the DFA trick itself, reused unchanged
+from models.dfa_feedback import _DirectFeedback, _ErrorSlot  # the DFA trick itself, reused unchanged
 from models.stacked.base import StackedLinear, StackedModule, check_same_structure, in_place
 
 
 class StackedDFANet(StackedModule):
     """Same state keys and parameter order as each member's DFANet."""
 
-    def __init__(self, members: list[DFANet], input_shape: tuple[int, ...] | None = None):
+    def __init__(self, members: list[nn.Module], input_shape: tuple[int, ...] | None = None):
         super().__init__()
         if not members:
             raise ValueError("stacking needs at least one member")
@@ -57,7 +56,7 @@ class StackedDFANet(StackedModule):
             logits.register_hook(slot.store)
         return logits
 
-    def unit_groups(self, include_bias: bool = True) -> list:
+    def unit_groups(self, include_bias: bool = True, allow_non_homogeneous: bool = False) -> list:
         """Balancing groups with the member axis (models.balancing, UnitGroup.members = S)."""
         from models.balancing import chain_groups_from_params
 

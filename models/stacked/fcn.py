@@ -7,14 +7,13 @@ import torch
 from torch import nn
 
 from models.activations import is_bilu
-from models.fcn import FCN
 from models.stacked.base import StackedLinear, StackedModule, check_same_structure, in_place
 
 
 class StackedFCN(StackedModule, nn.Sequential):
     """Same layer indices (hence state keys and parameter order) as each member's FCN."""
 
-    def __init__(self, members: list[FCN], input_shape: tuple[int, ...] | None = None):
+    def __init__(self, members: list[nn.Module], input_shape: tuple[int, ...] | None = None):
         if not members:
             raise ValueError("stacking needs at least one member")
         check_same_structure(members)
@@ -39,7 +38,7 @@ class StackedFCN(StackedModule, nn.Sequential):
             h = layer(h)
         return h
 
-    def unit_groups(self, include_bias: bool = True) -> list:
+    def unit_groups(self, include_bias: bool = True, allow_non_homogeneous: bool = False) -> list:
         """Balancing groups with the member axis (models.balancing, UnitGroup.members = S)."""
         from models.balancing import chain_groups_from_params
 
