@@ -31,7 +31,7 @@ class StackedMembers(nn.Module):
         template = self._template[0]
         return {id(q): self.param(n) for n, q in template.named_parameters()}
 
-    def unit_groups(self, include_bias: bool = True) -> list[nb.UnitGroup]:
+    def unit_groups(self, include_bias: bool = True, allow_non_homogeneous: bool = False) -> list[nb.UnitGroup]:
         stacked = self._stacked_of()
         template = self._template[0]
         if self.chain:

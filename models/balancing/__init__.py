@@ -16,21 +16,21 @@ optimizer_state (rescaling momentum / Adam moments), result (what a call reports
 """
 from __future__ import annotations
 
-from models.balancing.costs import (ZERO_COST, CostCache, group_costs, max_log_imbalance,
+from models.balancing.costs import (ZERO_COST, CostCache, max_log_imbalance,
                                     neuron_costs, total_cost)
 from models.balancing.groups import (ACTIVATION_TYPES, PASS_THROUGH, Slice, UnitGroup,
                                      chain_groups, chain_groups_from_params, ffn_groups,
                                      rnn_groups, unit_groups)
 from models.balancing.optimizer_state import rescale_optimizer_state
 from models.balancing.result import BalanceResult
-from models.balancing.scaling import param_scales, scale_group
+from models.balancing.scaling import param_scales
 from models.balancing.sweeps import METHODS, ORDERS, full_balance, partial_balance
 from models.balancing.tied import TIED_METHODS, tied_layer_balance
 
 __all__ = [
     "ACTIVATION_TYPES", "METHODS", "ORDERS", "PASS_THROUGH", "TIED_METHODS", "ZERO_COST",
     "BalanceResult", "CostCache", "Slice", "UnitGroup", "chain_groups", "chain_groups_from_params",
-    "ffn_groups", "full_balance", "group_costs", "max_log_imbalance", "neuron_costs",
-    "param_scales", "partial_balance", "rescale_optimizer_state", "rnn_groups", "scale_group",
+    "ffn_groups", "full_balance", "max_log_imbalance", "neuron_costs",
+    "param_scales", "partial_balance", "rescale_optimizer_state", "rnn_groups",
     "tied_layer_balance", "total_cost", "unit_groups",
 ]

@@ -109,13 +109,6 @@ def public(group: UnitGroup, x: torch.Tensor) -> torch.Tensor:
     return x if group.members is not None else x.squeeze(0)
 
 
-def group_costs(group: UnitGroup, p: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(A_i, B_i) of one group: [n] each, [S, n] stacked."""
-    check_groups([group])
-    a, b = CostCache([group], p).costs(group)
-    return public(group, a), public(group, b)
-
-
 def neuron_costs(model: nn.Module, p: float, include_bias: bool = True,
                  allow_non_homogeneous: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per hidden layer, per neuron: (incoming Lp cost A_i, outgoing Lp cost B_i), float64;

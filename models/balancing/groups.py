@@ -87,7 +87,7 @@ def check_groups(groups: list[UnitGroup]) -> int | None:
     return members
 
 
-def _check_activation(module: nn.Module, where: str, allow_non_homogeneous: bool) -> None:
+def check_activation(module: nn.Module, where: str, allow_non_homogeneous: bool) -> None:
     if is_bilu(module):
         return
     if not allow_non_homogeneous:
@@ -145,7 +145,7 @@ def _sequential_groups(model: nn.Sequential, include_bias, allow) -> list[UnitGr
             continue
         elif isinstance(m, ACTIVATION_TYPES):
             if linears:   # an activation before the first Linear acts on the inputs: irrelevant
-                _check_activation(m, f"module {idx} of {type(model).__name__}", allow)
+                check_activation(m, f"module {idx} of {type(model).__name__}", allow)
         else:
             raise TypeError(f"module {idx} of {type(model).__name__} is {type(m).__name__}; "
                             f"balancing supports Sequentials of Linear, BiLU activations, "
@@ -219,36 +219,23 @@ def unit_groups(model: nn.Module, include_bias: bool = True,
                 allow_non_homogeneous: bool = False) -> list[UnitGroup]:
     """The balanceable hidden layers of `model`; raises a clear error for unsupported models.
 
-    A model that defines `unit_groups(include_bias)` (the stacked models) describes itself and
-    checks its own activations."""
+    A model that defines `unit_groups(include_bias, allow_non_homogeneous)` (DFANet, the ReLU RNN,
+    the stacked models) describes itself and checks its own activations; an nn.Sequential of
+    Linear and BiLU layers (FCN) and the FFNs of Transformer layers are found by their structure."""
     own = getattr(model, "unit_groups", None)
     if callable(own):
-        groups = own(include_bias)
+        groups = own(include_bias, allow_non_homogeneous=allow_non_homogeneous)
         if not groups:
             raise ValueError(f"{type(model).__name__}.unit_groups returned no groups: no hidden "
                              f"neurons to balance")
+    elif isinstance(model, nn.Sequential):
+        groups = _sequential_groups(model, include_bias, allow_non_homogeneous)
     else:
-        groups = _builtin_groups(model, include_bias, allow_non_homogeneous)
+        groups = ffn_groups(model, include_bias, allow_non_homogeneous)
+        if not groups:
+            raise TypeError(f"balancing does not support {type(model).__name__}; supported: models "
+                            f"with a unit_groups method (e.g. DFANet, ReLURNNClassifier), "
+                            f"nn.Sequential of Linear/BiLU (e.g. FCN), models containing "
+                            f"nn.TransformerEncoderLayer/DecoderLayer (FFN only)")
     check_groups(groups)
     return groups
-
-
-def _builtin_groups(model: nn.Module, include_bias: bool,
-                    allow_non_homogeneous: bool) -> list[UnitGroup]:
-    from models.dfa import DFANet
-    from models.rnn import ReLURNNClassifier
-
-    if isinstance(model, ReLURNNClassifier):
-        return rnn_groups(model.rnn, model.readout, include_bias, allow_non_homogeneous)
-    if isinstance(model, DFANet):
-        for k, act in enumerate(model.activations):
-            _check_activation(act, f"DFANet hidden layer {k}", allow_non_homogeneous)
-        return chain_groups(list(model.linears), include_bias)
-    if isinstance(model, nn.Sequential):
-        return _sequential_groups(model, include_bias, allow_non_homogeneous)
-    groups = ffn_groups(model, include_bias, allow_non_homogeneous)
-    if groups:
-        return groups
-    raise TypeError(f"balancing does not support {type(model).__name__}; supported: nn.Sequential "
-                    f"of Linear/BiLU (e.g. FCN), ReLURNNClassifier, DFANet, models containing "
-                    f"nn.TransformerEncoderLayer/DecoderLayer (FFN only)")

@@ -38,12 +38,6 @@ def scale_members(group: UnitGroup, lam: torch.Tensor) -> None:
         w.mul_(recurrent_factor(lam).to(w.dtype))
 
 
-def scale_group(group: UnitGroup, lam: torch.Tensor) -> None:
-    """Multiply neuron i's incoming weights by lam[i], divide its outgoing ones (NB Def. B.8);
-    lam is [n], or [S, n] for a stacked group."""
-    scale_members(group, member_view(group, lam))
-
-
 def param_scales(groups: list[UnitGroup],
                  log_scales: list[torch.Tensor]) -> dict[nn.Parameter, torch.Tensor]:
     """The elementwise factor each balanced parameter was multiplied by, shaped like it, given
