@@ -405,3 +405,38 @@ def test_forward_importances_match_eq12(convention):
         m.raw_nu[1] += 0.5
     for f, nu, width in zip(m.importances(), m.nus(), m.widths):
         torch.testing.assert_close(f, importance(width, nu, convention), rtol=2e-4, atol=0)
+
+
+@pytest.mark.parametrize("make_opt", [lambda p: torch.optim.Adam(p, lr=0.01),
+                                      lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9,
+                                                                weight_decay=1e-3)])
+def test_weight_prior_in_the_step_matches_the_loss_term(make_opt):
+    """The regime adds the weight prior's gradient in the optimiser step; training matches the
+    prior as a loss term (prior_penalty) up to float rounding (float64 here), widths exactly,
+    and the loss the loop backpropagates carries no θ prior."""
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 2, dtype=torch.float64), torch.randint(0, 2, (64,))
+    runs = []
+    for in_step in (True, False):
+        torch.manual_seed(1)
+        m = AdaptiveMLP(2, 2, 2, nu0=0.05).double()
+        opt = make_opt(m.parameters())
+        ctx = _ctx(m, opt, n_train=50)
+        regime = AWNNRegime(sigma_theta=0.5, nu_prior=(0.1, 0.5))
+        regime.before_training(ctx)
+        widths = []
+        for _ in range(30):
+            loss = F.cross_entropy(m(x), y)
+            loss = loss + (regime.penalty(ctx) if in_step else regime.prior_penalty(ctx))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if not in_step:
+                opt._optimizer_step_pre_hooks.clear()       # the loss term carries the prior
+            opt.step()
+            regime.after_step(ctx)
+            widths.append(m.widths)
+        runs.append((widths, [p.detach() for p in m.parameters()]))
+    assert runs[0][0] == runs[1][0] and len({tuple(w) for w in runs[0][0]}) > 1
+    for a, b in zip(runs[0][1], runs[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(regime.penalty(ctx), -log_prior_nu(m, 0.1, 0.5) / 50)

@@ -94,18 +94,18 @@ class _SquaredNorm(torch.autograd.Function):
 
 @torch.no_grad()
 def add_theta_prior_grad(params: Sequence[torch.Tensor], coef: float | torch.Tensor) -> None:
-    """p.grad += the gradient of theta_penalty(params, coef), 2·coef·p, computed exactly as that
-    node's backward computes it (same products, so the same floats): the weight prior applied in
-    the optimiser step instead of a loss term (−log p(θ)/N is weight decay's L2 term)."""
-    if torch.is_tensor(coef):
+    """p.grad += 2·coef·p, the gradient of theta_penalty(params, coef): the weight prior applied
+    in the optimiser step instead of a loss term (−log p(θ)/N is coupled weight decay's L2 term).
+    A float coef is one fused multiply-add over all tensors (as the optimisers' weight decay; it
+    may round differently from the loss term's separate product and sum by one ulp)."""
+    if torch.is_tensor(coef):                          # per stacked member: [S]
         scale = coef * 2.0
         prior = [p * scale.view(-1, *[1] * (p.ndim - 1)) for p in params]
+    elif all(p.grad is not None for p in params):
+        torch._foreach_add_([p.grad for p in params], params, alpha=2.0 * coef)
+        return
     else:
         prior = torch._foreach_mul(params, 2.0 * coef)
-    with_grad = [(p.grad, q) for p, q in zip(params, prior) if p.grad is not None]
-    if len(with_grad) == len(params):
-        torch._foreach_add_([g for g, _ in with_grad], [q for _, q in with_grad])
-        return
     for p, q in zip(params, prior):
         if p.grad is None:
             p.grad = q
