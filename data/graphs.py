@@ -1,4 +1,8 @@
-"""TU graph classification (NCI1, REDDIT-BINARY) with the 10-fold protocol of Errica et al. 2020.
+"""TU graph classification (any TU Dortmund set; NCI1 and REDDIT-BINARY are presets) with the
+10-fold protocol of Errica et al. 2020.
+
+`dataset=tu dataset.tu_name=<NAME>` reads <root>/TUDataset/<NAME>/raw/ (data/tu.py checks the
+files before a run starts).
 
 PyG's `TUDataset` parses the raw TU text files; it writes `processed/` next to `raw/`, so the
 raw files are first copied into data.cache. Folds come from a JSON file in the schema of
@@ -7,15 +11,15 @@ Errica et al. (a list of folds `{"test": [...], "model_selection": [{"train": [.
 10-fold, stratified 10% validation holdout, fixed seed) and written to the cache.
 Batches are built on the device by `GraphSplit.take` with vectorised gathers.
 
-Node features: NCI1 has node labels (one-hot, 37 features). REDDIT-BINARY has none; as in
-Errica et al. the loader builds one feature per node, `constant` (1, AWNN's authors' setting
+Node features: `labels` one-hot (NCI1: 37 features); a set without node labels (REDDIT-BINARY)
+gets, as in Errica et al., one feature per node, `constant` (1, AWNN's authors' setting
 and Errica's `_1` splits) or `degree` (the node's number of neighbours, Errica's `_DEGREE`
-splits, read from <root>/TUDataset/splits/degree/ when that file exists).
+splits, read from <root>/TUDataset/splits/degree/ when that file exists). `auto` (the `tu`
+default): labels when the set has them, else degree.
 """
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -23,23 +27,20 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from data.paths import resolve
 from data.tensors import DataBundle, stratified_indices
-from data.text import atomic_write, check_choice, missing_files_error
-
-TU_NAMES = {"nci1": "NCI1", "reddit_binary": "REDDIT-BINARY"}
-REQUIRED = ("A", "graph_indicator", "graph_labels")
-NODE_FEATURES = ("labels", "constant", "degree")  # labels: the data set's own node labels
+from data.text import atomic_write, check_choice
+from data.tu import N_FOLDS, NODE_FEATURES, prepare_raw, splits_path, tu_folder
 
 
 @dataclass
 class TUConfig:
-    name: str = "nci1"                 # nci1 | reddit_binary
+    name: str = "nci1"                 # tu | nci1 | reddit_binary (presets of tu)
+    tu_name: Optional[str] = None      # folder under <root>/TUDataset/; null: the preset's (NCI1, REDDIT-BINARY)
     fraction: float = 1.0              # stratified share of the fold's training part kept
     split_seed: int = 42               # `fraction` subsample and generated folds
     fold: int = 0                      # outer fold 0..9
     splits_file: Optional[str] = None  # default <root>/TUDataset/splits/<NAME>_splits.json
-    node_features: str = "labels"      # labels (NCI1) | constant | degree (REDDIT-BINARY: no labels)
+    node_features: str = "labels"      # auto | labels (NCI1) | constant | degree (sets without labels)
 
 
 class GraphSplit:
@@ -95,25 +96,9 @@ class GraphSplit:
                           self.edge_ptr.to(device), self.target.to(device))
 
 
-def prepare_raw(tu_name: str, root: Path, cache: Path, allow_download: bool) -> Path:
-    """Directory to hand to PyG's TUDataset: raw files copied into the cache (or downloaded)."""
-    source, work = root / "TUDataset" / tu_name / "raw", cache / "TUDataset"
-    expected = [f"{tu_name}_{part}.txt" for part in REQUIRED]
-    if all((source / f).is_file() for f in expected):
-        target = work / tu_name / "raw"
-        target.mkdir(parents=True, exist_ok=True)
-        for f in sorted(source.glob(f"{tu_name}_*.txt")):
-            dest = target / f.name
-            if not dest.exists() or dest.stat().st_size != f.stat().st_size:
-                shutil.copyfile(f, dest)
-        return work
-    if all((work / tu_name / "raw" / f).is_file() for f in expected) or allow_download:
-        return work  # already in the cache, or PyG downloads it there
-    raise missing_files_error(tu_name, source, expected + [f"(optional) {tu_name}_node_labels.txt"], root)
-
-
 def has_node_labels(dataset) -> bool:
-    return "x" in dataset.slices and dataset._data.x is not None
+    """PyG keeps node attributes out of x (use_node_attr=False): x holds the one-hot labels only."""
+    return "x" in dataset.slices and dataset._data.x is not None and dataset._data.x.shape[1] > 0
 
 
 def graph_tensors(dataset, node_features: str, name: str = "dataset") -> GraphSplit:
@@ -153,29 +138,25 @@ def generate_folds(labels: Tensor, seed: int, n_folds: int = 10, val_fraction: f
 
 def read_folds(cfg: TUConfig, tu_name: str, root: Path, cache: Path, labels: Tensor) -> tuple[list, Path, bool]:
     """(folds, file, generated): the splits file, or folds generated and written to the cache."""
-    splits = root / "TUDataset" / "splits"
-    path = splits / f"{tu_name}_splits.json"
-    if cfg.splits_file:
-        path = resolve(cfg.splits_file)      # relative to the project root, as data.root is
-    elif cfg.node_features == "degree" and (splits / "degree" / path.name).is_file():
-        path = splits / "degree" / path.name  # Errica's COLLABORATIVE_DEGREE draw
-    if path.is_file():
+    path = splits_path(cfg, tu_name, root)
+    if path is not None and path.is_file():
         return json.loads(path.read_text()), path, False
     if cfg.splits_file:
         raise FileNotFoundError(f"dataset.splits_file={cfg.splits_file}: no such file")
     path = cache / "TUDataset" / "splits" / f"{tu_name}_splits_seed{cfg.split_seed}.json"
     if not path.is_file():
-        folds = generate_folds(labels, cfg.split_seed)
+        folds = generate_folds(labels, cfg.split_seed, N_FOLDS)
         atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(folds)))
     return json.loads(path.read_text()), path, True
 
 
 def load(cfg: TUConfig, data_cfg, device) -> DataBundle:
-    check_choice("dataset.name", cfg.name, TU_NAMES)
     check_choice("dataset.node_features", cfg.node_features, NODE_FEATURES)
     from torch_geometric.datasets import TUDataset
-    tu_name, root, cache = TU_NAMES[cfg.name], Path(data_cfg.root), Path(data_cfg.cache)
+    tu_name, root, cache = tu_folder(cfg), Path(data_cfg.root), Path(data_cfg.cache)
     dataset = TUDataset(str(prepare_raw(tu_name, root, cache, bool(data_cfg.download))), tu_name)
+    if cfg.node_features == "auto":
+        cfg.node_features = "labels" if has_node_labels(dataset) else "degree"
     graphs = graph_tensors(dataset, cfg.node_features, tu_name)
 
     folds, splits_path, generated = read_folds(cfg, tu_name, root, cache, graphs.target)

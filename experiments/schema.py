@@ -4,7 +4,10 @@
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import math
+import warnings
 
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -149,12 +152,21 @@ class Config:
     run: RunControl = field(default_factory=RunControl)
     profile: ProfileConfig = field(default_factory=ProfileConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
-    table: Any = None                 # table spec of an experiment (experiments/tables.py)
+    table: Any = None                 # table spec of an experiment (experiments/tables/)
 
 
 # The schema is the first entry of conf/config.yaml's defaults list: every key exists (so any
 # can be overridden) and every value is type-checked while Hydra composes.
 ConfigStore.instance().store(name="schema", node=Config)
+
+
+@contextlib.contextmanager
+def quiet_imports():
+    """PyG's import (model=gin) warns that torch.jit.script is deprecated: a library's note, not
+    the user's; it would break the one-line error contract."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+        yield
 
 
 def _check(value, allowed, key):
@@ -193,8 +205,9 @@ def validate(cfg: DictConfig) -> DictConfig:
             raise ConfigError("config needs a dataset and a model (e.g. dataset=digits model=fcn)")
         body = {k: v for k, v in cfg.items() if k not in ("dataset", "model", "table", "hydra")}
         typed = OmegaConf.merge(_config_node(Config), body)
-        typed.dataset = validate_dataset_config(cfg.dataset)
-        typed.model = validate_model_config(cfg.model)
+        with quiet_imports():
+            typed.dataset = validate_dataset_config(cfg.dataset)
+            typed.model = validate_model_config(cfg.model)
         typed.table = cfg.get("table")
     except OmegaConfBaseException as err:
         raise ConfigError(_one_line(err)) from err
@@ -231,4 +244,66 @@ def validate(cfg: DictConfig) -> DictConfig:
             if any(v is not None and v < 1 for v in values):
                 raise ConfigError(f"{section}.{name}={OmegaConf.to_container(value) if OmegaConf.is_list(value) else value}"
                                   f": every size must be >= 1")
+    check_values(typed)
+    if single_run():
+        check_data_inputs(typed)
     return typed
+
+
+def check_values(typed: DictConfig) -> None:
+    """Values that type-check but cannot run: each is one ConfigError (issue 20's list)."""
+    from models.activations import BILU
+    from models.awnn.importance import IMPORTANCES
+
+    clip = typed.train.grad_clip
+    if not (math.isfinite(clip) and clip >= 0):
+        raise ConfigError(f"train.grad_clip={clip} must be >= 0 (0 = off)")
+    coeff = typed.regime.coeff
+    if not (math.isfinite(coeff) and coeff >= 0):
+        raise ConfigError(f"regime.coeff={coeff} must be a finite number >= 0")
+    importance = typed.model.get("importance")
+    if importance is not None:
+        _check(importance, IMPORTANCES, "model.importance")
+    activation = typed.model.get("activation")
+    balancing = typed.regime.fb_start or typed.regime.balance_every > 0
+    if balancing and activation is not None and activation not in BILU and not typed.regime.allow_non_homogeneous:
+        raise ConfigError(f"model.activation={activation} is not positively homogeneous, so balancing "
+                          f"(regime={typed.regime.name}) would change the network function; allowed: "
+                          f"{list(BILU)} (regime.allow_non_homogeneous=true: the authors' variant)")
+    if "tu_name" in typed.dataset:
+        check_tu(typed.dataset)
+
+
+def check_tu(dataset: DictConfig) -> None:
+    """A TU set needs a name and an existing fold: Errica's files and the generated folds have 10
+    (a custom dataset.splits_file is counted when the run starts, check_data_inputs)."""
+    from data.tu import N_FOLDS, NODE_FEATURES, TUInputError, tu_folder
+
+    try:
+        tu_folder(dataset)
+    except TUInputError as err:
+        raise ConfigError(str(err)) from err
+    _check(dataset.node_features, NODE_FEATURES, "dataset.node_features")
+    if not dataset.get("splits_file") and not 0 <= dataset.fold < N_FOLDS:
+        raise ConfigError(f"dataset.fold={dataset.fold}: allowed 0..{N_FOLDS - 1}")
+
+
+def single_run() -> bool:
+    """`python -m experiments.run ...` without -m: the data check below runs before the run's
+    directory exists. Sweeps (planning, jobs) and API callers skip it: a sweep records a job
+    whose data is missing as failed and goes on."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.RUN
+
+
+def check_data_inputs(typed: DictConfig) -> None:
+    """The data set's files are where its loader looks (data/inputs.py), as one ConfigError."""
+    from data.inputs import check_inputs, one_line
+
+    try:
+        with quiet_imports():
+            check_inputs(typed.dataset, typed.data)
+    except (ValueError, OSError) as err:
+        raise ConfigError(one_line(err)) from err

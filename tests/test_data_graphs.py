@@ -11,6 +11,7 @@ from torch_geometric.utils import degree
 
 from data import load_data
 from data.graphs import GraphSplit, generate_folds
+from data.tu import TUInputError, check_inputs
 
 CPU = torch.device("cpu")
 
@@ -127,11 +128,11 @@ def test_fraction_cache_and_bad_fold(tmp_path, nci1_root, monkeypatch):
 
 
 def test_missing_raw_files_named(tmp_path):
-    with pytest.raises(FileNotFoundError) as err:
+    with pytest.raises(TUInputError) as err:
         load(tmp_path, tmp_path / "empty")
     msg = str(err.value)
     assert "NCI1_A.txt" in msg and "NCI1_graph_indicator.txt" in msg and "data.root=" in msg
-    assert str(tmp_path / "empty" / "TUDataset" / "NCI1" / "raw") in msg
+    assert str(tmp_path / "empty" / "TUDataset" / "NCI1" / "raw") in msg and "\n" not in msg
 
 
 @pytest.fixture
@@ -180,3 +181,59 @@ def test_node_features_must_fit_the_data_set(tmp_path, nci1_root, reddit_root):
         load_reddit(tmp_path, reddit_root, node_features="labels")
     with pytest.raises(ValueError, match=r"dataset.node_features='ones'"):
         load_reddit(tmp_path, reddit_root, node_features="ones")
+
+
+def load_tu(tmp_path, root, tu_name, **options):
+    cfg = OmegaConf.create({"name": "tu", "tu_name": tu_name, "node_features": "auto", **options})
+    data_cfg = OmegaConf.create({"root": str(root), "cache": str(tmp_path / "cache"), "download": False})
+    return load_data(cfg, data_cfg, CPU)
+
+
+def test_any_tu_name_auto_features(tmp_path):
+    """dataset=tu reads any folder: labels one-hot when the set has them, else node degree."""
+    root = tmp_path / "root"
+    write_tu(root / "TUDataset" / "TOY-LABELLED" / "raw", "TOY-LABELLED", n_graphs=30, seed=1)
+    write_tu(root / "TUDataset" / "TOY-PLAIN" / "raw", "TOY-PLAIN", n_graphs=30, node_labels=False, seed=2)
+    labelled = load_tu(tmp_path, root, "TOY-LABELLED", fold=9)
+    assert labelled.splits["node_features"] == "labels" and labelled.info["num_node_features"] == 3
+    assert labelled.splits["generated"] and len(labelled.test) == 3
+    plain = load_tu(tmp_path, root, "TOY-PLAIN")
+    assert plain.splits["node_features"] == "degree" and plain.info["num_node_features"] == 1
+    (x, edge_index, _, _), _ = plain.train.take(torch.arange(len(plain.train)))
+    assert torch.equal(x.view(-1), degree(edge_index[0], len(x)))
+    assert load_tu(tmp_path, root, "TOY-PLAIN", node_features="constant").info["constant_node_features"]
+
+
+def test_node_attributes_alone_are_not_labels(tmp_path):
+    """A set with _node_attributes.txt but no node labels: PyG drops the attributes from x, so
+    auto falls back to degree features (not an empty feature matrix)."""
+    root = tmp_path / "root"
+    raw = root / "TUDataset" / "ATTR" / "raw"
+    write_tu(raw, "ATTR", n_graphs=20, node_labels=False)
+    n_nodes = len((raw / "ATTR_graph_indicator.txt").read_text().split())
+    (raw / "ATTR_node_attributes.txt").write_text("".join(f"{i * 0.5}, 1.0\n" for i in range(n_nodes)))
+    b = load_tu(tmp_path, root, "ATTR")
+    assert b.splits["node_features"] == "degree" and b.info["num_node_features"] == 1
+
+
+def test_splits_file_is_used_for_any_tu_name(tmp_path):
+    root = tmp_path / "root"
+    write_tu(root / "TUDataset" / "TOY" / "raw", "TOY")
+    folds = two_fold_splits(root / "TUDataset" / "splits" / "TOY_splits.json")
+    b = load_tu(tmp_path, root, "TOY", fold=1)
+    assert not b.splits["generated"] and len(b.test) == len(folds[1]["test"])
+
+
+def test_check_inputs_counts_a_custom_splits_file_and_downloads_nothing(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    write_tu(root / "TUDataset" / "TOY" / "raw", "TOY")
+    splits = two_fold_splits(tmp_path / "my_splits.json")
+    data_cfg = OmegaConf.create({"root": str(root), "cache": str(tmp_path / "cache"), "download": True})
+    cfg = lambda **o: OmegaConf.create({"name": "tu", "tu_name": "TOY", "node_features": "auto", "fold": 0,
+                                        "splits_file": str(tmp_path / "my_splits.json"), **o})
+    monkeypatch.setattr("data.tu.fetch_raw", lambda *a: pytest.fail("files are present: no download"))
+    check_inputs(cfg(fold=len(splits) - 1), data_cfg)
+    with pytest.raises(TUInputError, match=r"dataset.fold=2: allowed 0..1"):
+        check_inputs(cfg(fold=2), data_cfg)
+    with pytest.raises(TUInputError, match=r"no such file"):
+        check_inputs(cfg(splits_file=str(tmp_path / "none.json")), data_cfg)
