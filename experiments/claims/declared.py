@@ -50,12 +50,13 @@ def learned_check(row: Row, claim: Claim, a: Operand, b: Operand, sa, sb) -> Non
 
 
 def setting_check(row: Row, claim: Claim, a: Operand, b: Operand, sa, sb) -> None:
-    """`setting: {of, metric, factor}`: our cell's metric against the paper's (e.g. width)."""
+    """`setting: {of, metric, factor, paper_row?}`: our cell's metric against the paper's (e.g.
+    width), read from the paper's entry of that row (or of `paper_row`)."""
     setting = claim.get("setting")
     if not setting:
         return
     op, sample = (a, sa) if setting.get("of", "a") == "a" else (b, sb)
-    entry = table_info(op.experiment).paper_entry(op.row, op.col) or {}
+    entry = table_info(op.experiment).paper_entry(setting.get("paper_row", op.row), op.col) or {}
     paper = entry.get(setting["metric"].split("/")[0]) if isinstance(entry, dict) else None
     ours = float(np.mean(list(sample.values.values())))
     factor = float(setting.get("factor", 3))

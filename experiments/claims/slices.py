@@ -6,14 +6,13 @@ epochs), never cells of different budgets. A `Sample` is one cell's numbers per 
 """
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from experiments import plan, records
-from experiments.tables.cells import build_cells, reported_row, row_metric
+from experiments.tables.cells import build_cells, keyed_values, replicate_key, row_metric
 from experiments.tables.jobs import load_jobs
 
 PROFILES = ("paper", "quick")
@@ -94,24 +93,15 @@ class Slices:
 def sample_of(experiment, profile, epochs, spec, row, col, cell, metric=None) -> Sample:
     """One cell's values per replicate key, at the epoch the table reports (final or best
     validation), for `metric` (default: the table's metric of that row)."""
-    table_metric = row_metric(spec, tuple(row.split("/")))
-    select_by = spec.get("select_by") or f"val_{table_metric.split('_', 1)[1]}"
-    replicates = list(spec.get("replicates") or ["seed"])
+    r = tuple(row.split("/"))
+    table_metric = row_metric(spec, r)
     sample = Sample(experiment, profile, epochs, row, col)
+    sample.values = keyed_values(spec, r, cell, metric)
+    sample.accuracy = keyed_values(spec, r, cell)
     for job in cell.jobs:
         if job.status != "finished" or job.history is None:
             continue
-        history = job.history
-        at = reported_row(history, spec.get("report", "final"), select_by)
-        at = history.iloc[-1] if at is None else at
-        # seed=0 (and fold=3 where folds replace seeds): the same key in two experiments' tables
-        key = tuple(f"{k}={v}" for k in replicates if (v := job.value(k)) is not None)
-        wanted = metric or table_metric
-        if wanted in at and not math.isnan(float(at[wanted])):
-            sample.values[key] = float(at[wanted])
-        if table_metric in at:
-            sample.accuracy[key] = float(at[table_metric])
-        if table_metric in history:
-            sample.curves.append(history[table_metric].dropna().to_numpy(float))
-        sample.histories.append((key, history))
+        if table_metric in job.history:
+            sample.curves.append(job.history[table_metric].dropna().to_numpy(float))
+        sample.histories.append((replicate_key(spec, job), job.history))
     return sample

@@ -3,8 +3,8 @@
 A row decides only at the paper's epochs with n >= 3 per side (or as a deterministic
 measurement). On its Holm-adjusted p (over every test of the ledger) a decisive row
   holds   p_adj < 0.05 with the effect on the claimed side (equivalence: TOST p_adj < 0.05);
-  fails   p_adj < 0.05 on the other side, or its 95% interval lies below the smallest gain the
-          claim means (`margin`), or (equivalence) lies wholly outside the margin;
+  fails   its 95% interval lies below the smallest gain the claim means (`margin`), or p_adj <
+          0.05 on the other side, or (equivalence) the interval lies wholly outside the margin;
   open    otherwise (the row prints the smallest effect it could have detected).
 A claim is reproduced when every decisive row holds, not reproduced when none does and one
 fails, partly reproduced when some hold and others do not, inconclusive when all are open;
@@ -33,9 +33,11 @@ def judge(row: Row, p: float) -> str:
         return "fails" if c.ci_low > m or c.ci_high < -m else "open"
     sign = 1.0 if row.expect == "greater" else -1.0
     effect, high = sign * c.effect, max(sign * c.ci_low, sign * c.ci_high)
+    if row.margin is not None and high < row.margin:
+        return "fails"           # even a real gain is smaller than the claim means
     if p < ALPHA:
         return "holds" if effect > 0 else "fails"
-    return "fails" if row.margin is not None and high < row.margin else "open"
+    return "open"
 
 
 def adjust(rows: list[Row]) -> None:

@@ -89,9 +89,10 @@ def build_cells(spec, jobs: list[Job]) -> dict[tuple, dict[tuple, Cell]]:
             by_config: dict[tuple, list[Job]] = defaultdict(list)
             for job in cell_jobs:
                 by_config[key_of(job, varying)].append(job)
+            by_config = longest_budget(by_config, varying)
             candidates = [cell_of(spec, group, metric, select_by, report) for group in by_config.values()]
             for cand, conf in zip(candidates, by_config.keys()):
-                cand.config = ", ".join(f"{k}={v}" for k, v in zip(varying, conf))
+                cand.config = ", ".join(f"{k}={v}" for k, v in zip(varying, conf) if k != "train.epochs")
             if len(candidates) == 1:
                 table[r][c] = candidates[0]
                 continue
@@ -103,6 +104,20 @@ def build_cells(spec, jobs: list[Job]) -> dict[tuple, dict[tuple, Cell]]:
     return table
 
 
+def longest_budget(by_config: dict, varying: list[str]) -> dict:
+    """A cell holding the same model at several budgets reports the longest one: a 2000-epoch
+    run never wins model selection over the paper's 5000 epochs by a luckier validation score."""
+    if "train.epochs" not in varying:
+        return by_config
+    at = varying.index("train.epochs")
+    longest = max(int(conf[at]) for conf in by_config)
+    return {conf: jobs for conf, jobs in by_config.items() if int(conf[at]) == longest}
+
+
+# Where a job ran and how it logged: never a configuration a cell selects among.
+RUN_CONTROL = ("run.", "data.", "logger.", "hydra.", "hydra/")
+
+
 def varying_keys(jobs: list[Job], exclude: set) -> list[str]:
     """Overridden keys (other than rows/cols/replicates) taking several values: the grid."""
     values: dict[str, set] = defaultdict(set)
@@ -110,7 +125,7 @@ def varying_keys(jobs: list[Job], exclude: set) -> list[str]:
         for o in job.overrides:
             key, _, val = o.partition("=")
             key = key.lstrip("+~")
-            if key not in exclude:
+            if key not in exclude and not key.startswith(RUN_CONTROL):
                 values[key].add(val)
     return sorted(k for k, v in values.items() if len(v) > 1)
 
@@ -179,3 +194,26 @@ def paper_mean(entry) -> float | None:
     if isinstance(entry, dict):
         entry = entry.get("mean")
     return float(entry) if isinstance(entry, (int, float)) else None
+
+
+def replicate_key(spec, job: Job) -> tuple:
+    """The replicate a run is (seed=0, or seed and fold): two cells that hold the same keys ran
+    the same seeds (initialisation, batch order) or folds and are compared paired."""
+    return tuple(f"{k}={v}" for k in (spec.get("replicates") or ["seed"]) if (v := job.value(k)) is not None)
+
+
+def keyed_values(spec, r: tuple, cell: Cell, metric: str | None = None) -> dict:
+    """{replicate key: value} of a cell's finished runs at the epoch the table reports, for
+    `metric` (default: the row's metric)."""
+    table_metric = row_metric(spec, r)
+    select_by = spec.get("select_by") or f"val_{table_metric.split('_', 1)[1]}"
+    out = {}
+    for job in cell.jobs:
+        if job.status != "finished" or job.history is None:
+            continue
+        at = reported_row(job.history, spec.get("report", "final"), select_by)
+        at = job.history.iloc[-1] if at is None else at
+        wanted = metric or table_metric
+        if wanted in at and not math.isnan(float(at[wanted])):
+            out[replicate_key(spec, job)] = float(at[wanted])
+    return out

@@ -1,42 +1,25 @@
-"""A paper's claim as a number: the mean difference between two cells with a 95% interval."""
+"""A paper's claim as a number in a table: the mean difference between two cells with a 95%
+interval, from experiments/stats.py (paired t when both cells ran the same seeds or folds,
+Welch t otherwise). The claims ledger (experiments/claims) decides verdicts; a table only shows."""
 from __future__ import annotations
 
-import math
-
-import numpy as np
-
-
-def welch_interval(a, b, level: float = 0.95) -> tuple[float, float, float]:
-    """Mean difference a − b with the Welch t confidence interval (scipy.stats.ttest_ind).
-    NaN bounds when either side has fewer than two values."""
-    from scipy import stats
-
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    diff = float(a.mean() - b.mean())
-    if len(a) < 2 or len(b) < 2:
-        return diff, math.nan, math.nan
-    if a.var(ddof=1) == 0 and b.var(ddof=1) == 0:
-        return diff, diff, diff
-    ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(level)
-    return diff, float(ci.low), float(ci.high)
+from experiments import stats
+from experiments.tables.cells import keyed_values
 
 
-def bootstrap_interval(a, b, level: float = 0.95, resamples: int = 9999,
-                       seed: int = 0) -> tuple[float, float, float]:
-    """Mean difference a − b with a percentile bootstrap interval (scipy.stats.bootstrap), for
-    bounded metrics (accuracy near 100%) where a t interval can leave the possible range."""
-    from scipy import stats
+def welch_interval(a, b) -> tuple[float, float, float]:
+    """Mean difference a − b with its Welch 95% interval (NaN bounds when a side has n < 2)."""
+    c = stats.welch(a, b)
+    return c.effect, c.ci_low, c.ci_high
 
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    diff = float(a.mean() - b.mean())
-    if len(a) < 2 or len(b) < 2:
-        return diff, math.nan, math.nan
-    if np.ptp(a) == 0 and np.ptp(b) == 0:
-        return diff, diff, diff
-    res = stats.bootstrap((a, b), lambda x, y, axis=-1: x.mean(axis) - y.mean(axis),
-                          confidence_level=level, n_resamples=resamples, method="percentile",
-                          vectorized=True, rng=np.random.default_rng(seed))
-    return diff, float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+def bootstrap_interval(a, b) -> tuple[float, float, float]:
+    """Mean difference a − b: a percentile bootstrap interval from n >= 10 per side, else the
+    Welch interval (a bootstrap at small n is anti-conservative)."""
+    if min(len(a), len(b)) >= stats.MIN_BOOTSTRAP_N:
+        c = stats.bootstrap(a, b)
+        return c.effect, c.ci_low, c.ci_high
+    return welch_interval(a, b)
 
 
 def _label(spec, which: str, value) -> str:
@@ -45,29 +28,33 @@ def _label(spec, which: str, value) -> str:
 
 
 def claim_pairs(spec, table, row_keys, col_keys, claim):
-    """[(label, claimed cell, baseline cell)] for each row (`claim: {col, baseline}`) or each
-    column (`claim: {row, baseline_row}`), and the claim's description."""
+    """[(label, row key, claimed cell, baseline cell)] for each row (`claim: {col, baseline}`) or
+    each column (`claim: {row, baseline_row}`), and the claim's description."""
     def cell(r, c):
         return table.get(r, {}).get(c)
 
     if claim.get("row") is not None:
         r, b = (str(claim["row"]),), (str(claim["baseline_row"]),)
-        pairs = [(_label(spec, "col", c), cell(r, c), cell(b, c)) for c in col_keys]
+        pairs = [(_label(spec, "col", c), r, cell(r, c), b, cell(b, c)) for c in col_keys]
         return pairs, f"{_label(spec, 'row', r)} − {_label(spec, 'row', b)}"
     c, b = tuple(str(claim["col"]).split("/")), tuple(str(claim["baseline"]).split("/"))
-    pairs = [(_label(spec, "row", r), cell(r, c), cell(r, b)) for r in row_keys]
+    pairs = [(_label(spec, "row", r), r, cell(r, c), r, cell(r, b)) for r in row_keys]
     return pairs, f"{_label(spec, 'col', c)} − {_label(spec, 'col', b)}"
 
 
 def claim_lines(spec, table, row_keys, col_keys, claim) -> list[str]:
     pairs, what = claim_pairs(spec, table, row_keys, col_keys, claim)
-    out = [f"**Claim check** ({what}; mean difference of the reported metric with a 95% Welch "
-           "interval over replicates):", ""]
-    for label, a, b in pairs:
+    out = [f"**Claim check** ({what}; mean difference of the reported metric with a 95% interval: paired t "
+           "where both cells ran the same seeds or folds, Welch t otherwise; verdicts: results/claims.md):", ""]
+    for label, ra, a, rb, b in pairs:
         if a is None or b is None or not a.n or not b.n:
             out.append(f"- {label}: not enough finished runs")
             continue
-        diff, lo, hi = welch_interval(a.values, b.values)
-        interval = f"[{lo:+.2f}, {hi:+.2f}]" if math.isfinite(lo) else "[no interval: n < 2]"
-        out.append(f"- {label}: {diff:+.2f} {interval} (n={a.n} vs {b.n})")
+        va, vb = keyed_values(spec, ra, a), keyed_values(spec, rb, b)
+        keys = sorted(va)
+        is_paired = keys == sorted(vb) and len(keys) >= 2
+        c = (stats.paired([va[k] for k in keys], [vb[k] for k in keys]) if is_paired
+             else stats.welch(list(va.values()), list(vb.values())))
+        test = f"{c.test}, n={c.n_a}" if is_paired else f"{c.test}, n={c.n_a} vs {c.n_b}"
+        out.append(f"- {label}: {stats.interval_text(c)} ({test})")
     return out

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.provenance import describe
-from experiments.tables.cells import STATUS_NOTES, Cell, row_metric
+from experiments.tables.cells import STATUS_NOTES, Cell, paper_text, row_metric
 from experiments.tables.claims import _label, claim_lines
 
 REPORTS = {"final": "final-epoch", "best_val": "at the best-validation epoch (last of ties)"}
@@ -32,8 +32,11 @@ def status_note(cell: Cell) -> str:
 
 
 def paper_value(spec, r, c):
+    """The paper's number of a cell as printed (structured entries: experiments.tables.cells.paper_text;
+    a row's "*" entry stands for every column)."""
     row = (spec.get("paper") or {}).get("/".join(r)) or {}
-    return row.get("/".join(c))
+    entry = row.get("/".join(c), row.get("*"))
+    return entry if entry is None or isinstance(entry, (int, float)) else paper_text(entry)
 
 
 def mean_std_text(values: list[float], digits: int = 2) -> str:
@@ -49,6 +52,14 @@ def cell_epochs(cell: Cell) -> str:
     return "/".join(str(e) for e in epochs)
 
 
+def cut_note(spec, r, cell: Cell) -> str:
+    """" of the paper's 5000" where the cell ran fewer epochs than the paper (`paper_budget`)."""
+    budget = spec.get("paper_budget") or {}
+    paper = (budget.get("rows") or {}).get("/".join(r), budget.get("epochs"))
+    ran = [int(j.config["train.epochs"]) for j in cell.jobs if j.config.get("train.epochs")]
+    return f" of the paper's {paper}" if paper and ran and max(ran) < int(paper) else ""
+
+
 def cell_text(spec, cell: Cell, r, c, direction: str) -> str:
     if not cell.n:
         text = f"no result [{cell.n}/{cell.expected}{status_note(cell)}]"
@@ -60,7 +71,7 @@ def cell_text(spec, cell: Cell, r, c, direction: str) -> str:
         if cell.final_extra.get(extra) != vals:
             text += f" (final {mean_std_text(cell.final_extra[extra], 1)})"
     if cell_epochs(cell):
-        text += f"<br><sub>{cell_epochs(cell)} epochs</sub>"
+        text += f"<br><sub>{cell_epochs(cell)} epochs{cut_note(spec, r, cell)}</sub>"
     paper = paper_value(spec, r, c)
     if paper is not None:
         text += f"<br>paper {paper}"
