@@ -49,7 +49,7 @@ def evaluate(model, split, task: str, batch_size: int, pad_id: int = 0) -> dict[
     return {"loss": stats[0] / stats[2], "acc": 100.0 * stats[1] / stats[2]}
 
 
-def plain(value):
+def python_number(value):
     """A metric as a Python number (checkpoints load with weights_only=True: no numpy scalars)."""
     if torch.is_tensor(value):
         return value.item()
@@ -139,8 +139,8 @@ def step_with_member_lr(optimizer, lr_scale: torch.Tensor) -> None:
 def member_value(value, i: int, stacked: bool):
     """A hook's metric for member i: a per-member list holds one value per member."""
     if stacked and isinstance(value, (list, tuple)):
-        return plain(value[i])
-    return plain(value)
+        return python_number(value[i])
+    return python_number(value)
 
 
 def fit(ctx: RunContext, regime, scheduler, members: Members, on_epoch=None,

@@ -50,7 +50,7 @@ def load_jobs(manifest: dict, results_dir: str) -> list[Job]:
                   plan.job_config(manifest["base"], entry["delta"]))
         job.summary = records.read_summary(directory)
         job.status = records.live_status(directory, job.summary)
-        if job.status in ("finished", "diverged") and (directory / "metrics.csv").exists():
+        if job.status in records.DONE_STATUSES and (directory / "metrics.csv").exists():
             job.history = pd.read_csv(directory / "metrics.csv")
         if (directory / "environment.json").exists():
             job.environment = records.read_json(directory / "environment.json")
