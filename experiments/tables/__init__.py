@@ -33,6 +33,7 @@ from omegaconf import DictConfig
 
 from data.paths import LOCAL, PUBLISHED, resolve
 from experiments import plan, records
+from experiments.loggers import log_table
 from experiments.tables.cells import Cell, build_cells
 from experiments.tables.claims import welch_interval
 from experiments.tables.figures import plot_curves
@@ -128,7 +129,7 @@ class BuildTablesCallback(Callback):
         if not any(o.startswith("run.results_dir=") for o in overrides):
             overrides.append(f"run.results_dir={config.run.results_dir}")
         try:
-            build(config.experiment, overrides)
+            log_table(config, build(config.experiment, overrides))
         except Exception as err:  # a table problem must not hide the sweep's own results
             print(f"[tables] could not build {config.experiment}: {type(err).__name__}: {err}",
                   file=sys.stderr)
