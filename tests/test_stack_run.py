@@ -171,6 +171,27 @@ def test_a_diverged_member_is_marked_and_the_others_carry_on(tmp_path, monkeypat
         assert_same_run(directory, jobs[seed].directory)
 
 
+def test_a_failure_is_recorded_as_for_an_unstacked_run(tmp_path, monkeypatch):
+    import experiments.lifecycle as lifecycle
+
+    def broken(cfg):
+        raise RuntimeError("regime exploded")
+
+    monkeypatch.setattr(lifecycle, "build_regime", broken)
+    cfg, jobs = stack_job(tmp_path / "stacked", "regime=l2")
+    with pytest.raises(RuntimeError, match="regime exploded"):      # outside a sweep: raised
+        execute(cfg)
+    alone = compose_config(*BASE, "regime=l2", "seed=0", f"run.results_dir={tmp_path / 'alone'}")
+    with pytest.raises(RuntimeError, match="regime exploded"):
+        execute(alone)
+    single = records.read_summary(records.run_dir(validate(alone)))
+    for i, job in enumerate(jobs):
+        member = records.read_summary(job.directory)
+        assert member["status"] == single["status"] == "failed"
+        assert member["error"] == single["error"] == "RuntimeError: regime exploded"
+        assert set(member) - set(single) == {"stack"} and member["stack"] == {"size": 3, "index": i}
+
+
 def test_finished_members_are_skipped(tmp_path, capsys):
     unstacked(tmp_path / "r", "regime=l2", seed=1)
     cfg, jobs = stack_job(tmp_path / "r", "regime=l2")
