@@ -261,3 +261,33 @@ def test_capacity_follows_the_widest_member():
         for key, value in entries.items():
             assert torch.equal(after["state"][k][key], value)
     _assert_inactive_zero(mlp, opt)
+
+
+def test_per_member_weight_prior_in_the_step_matches_the_loss_term():
+    """σθ per member: the prior's gradient added in the optimiser step (the regime's hook)
+    trains the stack as the prior as a loss term does."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(len(SEEDS), 32, 2, generator=gen)
+    y = torch.randint(0, 3, (len(SEEDS), 32), generator=gen)
+    runs = []
+    for in_step in (True, False):
+        stack = stack_adaptive([classifier(s) for s in SEEDS])
+        opt = torch.optim.Adam(stack.parameters(), lr=0.05)
+        ctx = ctx_for(stack, opt)
+        regime = AWNNRegime(sigma_theta=[0.3, 1.0, 3.0])
+        regime.before_training(ctx)
+        for _ in range(15):
+            out = stack(x)
+            loss = F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view(y.shape)
+            loss = loss.mean(1).sum()
+            loss = plus_penalty(loss, regime, ctx) if in_step else loss + regime.prior_penalty(ctx)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if not in_step:
+                assert not opt._optimizer_step_pre_hooks
+            opt.step()
+            regime.after_step(ctx)
+        runs.append((stack.widths, [p.detach() for p in stack.parameters()]))
+    assert runs[0][0] == runs[1][0]
+    for a, b in zip(runs[0][1], runs[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -73,6 +73,7 @@ class AWNNRegime(Regime):
         self.n: int | None = n_train
         self._model = self._mods = self._coef = None
         self._theta, self._theta_key = None, None
+        self._hooked = None                 # the optimiser whose step applies the weight prior
 
     def before_training(self, ctx: RunContext) -> None:
         self._modules(ctx.model)
@@ -119,12 +120,14 @@ class AWNNRegime(Regime):
         uninformative prior on ν). The weight prior's gradient θ/(σθ²N) is added to the gradients
         in the optimiser step instead (a step pre-hook, exactly the loss term's gradient), unless
         gradients are clipped (the clip must see it): then the whole prior is a loss term."""
-        mods = self._modules(ctx.model)
-        if self.n is None:
-            self.n = int(ctx.data.info["n_train"])
-        if not self._prior_in_step(ctx):
+        if (ctx.optimizer is not self._hooked or ctx.model is not self._model
+                or STEP_PRIORS.get(ctx.optimizer) is not self):
+            self._hooked = ctx.optimizer if self._prior_in_step(ctx) else None
+        if self._hooked is None:
             return self.prior_penalty(ctx)
-        return self._nu_penalty(ctx, mods)
+        if self.nu_prior is None and self.compress is None:
+            return None
+        return self._nu_penalty(ctx, self._mods)
 
     def prior_penalty(self, ctx: RunContext) -> torch.Tensor:
         """−(log p(θ) + log p(ν)) / N (AWNN eq. 13 over N) as one differentiable loss term; a sum
@@ -146,6 +149,9 @@ class AWNNRegime(Regime):
     def _prior_in_step(self, ctx: RunContext) -> bool:
         """Hook the weight prior into ctx.optimizer's step (once per optimiser); False when
         gradients are clipped."""
+        self._modules(ctx.model)
+        if self.n is None:
+            self.n = int(ctx.data.info["n_train"])
         train = getattr(ctx.cfg, "train", None)
         if train is not None and train.grad_clip > 0:
             return False
