@@ -168,7 +168,6 @@ class AdaptiveMLP(nn.Module):
         return collect
 
     # --- resizing (Algorithm 1) -------------------------------------------------------------
-    @torch.no_grad()
     def update_widths(self, optimizer: torch.optim.Optimizer | None = None,
                       raw: list[float] | None = None) -> bool:
         """Algorithm 1, lines 12–15: widths from the current ν; True if any changed.

@@ -118,7 +118,6 @@ class StackedAdaptiveMLP(nn.Module):
         raw = self.raw_nu.detach().tolist() if raw is None else raw
         return [[softplus_host(r) + self.nu_min for r in row] for row in raw]
 
-    @torch.no_grad()
     def update_widths(self, optimizer: torch.optim.Optimizer | None = None,
                       raw: list[list[float]] | None = None) -> bool:
         """Each member's widths from its own ν (a member with a non-finite ν, or zeroed after it
@@ -131,7 +130,8 @@ class StackedAdaptiveMLP(nn.Module):
             target = [target_width(nu, self.k, self.max_width, d) for nu, d in zip(nus[i], widths)]
             if target != widths:
                 targets[i] = target
-        self.resize_members(targets, optimizer, nus)
+        if targets:
+            self.resize_members(targets, optimizer, nus)
         return bool(targets)
 
     @torch.no_grad()

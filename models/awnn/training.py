@@ -27,13 +27,13 @@ def adaptive_modules(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, types)]
 
 
-@torch.no_grad()
 def update_widths(model: nn.Module, optimizer: torch.optim.Optimizer | None,
                   modules: Sequence[nn.Module] | None = None) -> bool:
     """Algorithm 1, lines 12–15, for every adaptive layer; True if any width changed.
 
     The raw ν of all layers reach the host in one transfer (the widths decide the next step's
     shapes, so Algorithm 1 needs them every step). `modules`: adaptive_modules(model), cached.
+    Host work only, unless a width changes (the resize itself runs without autograd).
     """
     mods = adaptive_modules(model) if modules is None else modules
     if not mods:
