@@ -11,6 +11,26 @@ from experiments.tables.claims import _label
 from experiments.tables.render import layout
 
 
+def informative_ylim(curves: list, skip: float = 0.1, pad: float = 0.08) -> tuple[float, float] | None:
+    """The y-range where the curves differ: the first `skip` of epochs (the climb from chance)
+    left out, so e.g. NB Table 1's 500-epoch accuracy curves show 90-99 instead of 20-100.
+    None (matplotlib's own range) when the early epochs hold little of the range anyway."""
+    tails = [c[int(len(c) * skip):] for c in curves if len(c) >= 10]
+    if not tails:
+        return None
+    values = np.concatenate(tails)
+    values = values[np.isfinite(values)]
+    everything = np.concatenate([c[np.isfinite(c)] for c in curves])
+    if not len(values) or not len(everything):
+        return None
+    low, high = float(values.min()), float(values.max())
+    full = float(everything.max() - everything.min())
+    if full <= 0 or (high - low) > 0.6 * full:
+        return None
+    margin = max(high - low, 1e-9 * max(abs(high), 1.0)) * pad
+    return low - margin, high + margin
+
+
 def plot_curves(spec, table, path: Path) -> None:
     import matplotlib
 
@@ -24,6 +44,7 @@ def plot_curves(spec, table, path: Path) -> None:
     for p, plot in enumerate(plots):
         for i, r in enumerate(row_keys):
             ax = axes[p][i]
+            shown = []
             for c in col_keys:
                 cell = table[r].get(c)
                 group = [j for j in (cell.jobs if cell else []) if j.history is not None]
@@ -38,6 +59,7 @@ def plot_curves(spec, table, path: Path) -> None:
                     mean, std = stack.mean(0), stack.std(0)
                     label = _label(spec, "col", c) + ("" if column == plot["y"] else f" {column}")
                     ax.plot(x, mean, label=label, lw=1.2)
+                    shown.append(mean)
                     if len(curves) > 1:
                         ax.fill_between(x, mean - std, mean + std, alpha=0.2)
             ax.set_title(_label(spec, "row", r), fontsize=9)
@@ -45,6 +67,10 @@ def plot_curves(spec, table, path: Path) -> None:
             ax.set_ylabel(plot["y"])
             if plot.get("log"):
                 ax.set_yscale("log")
+            else:
+                limits = informative_ylim(shown)
+                if limits:
+                    ax.set_ylim(*limits)
             handles = ax.get_legend_handles_labels()[0]
             if handles and len(handles) <= 12:
                 ax.legend(fontsize=7)
