@@ -108,10 +108,13 @@ def fetch_raw(tu_name: str, root: Path, cache: Path) -> None:
     from torch_geometric.data import download_url, extract_zip
 
     folder = cache / "TUDataset" / tu_name
+    made = not folder.exists()
     try:
         path = download_url(f"{URL}/{tu_name}.zip", str(folder), log=False)
         extract_zip(path, str(folder), log=False)
     except Exception as err:  # offline, unknown name: the files must be put there by hand
+        if made:
+            shutil.rmtree(folder, ignore_errors=True)
         raise TUInputError(f"{missing_message(tu_name, root)} (download of {tu_name} failed: "
                            f"{type(err).__name__})") from err
     unpacked = folder / tu_name

@@ -1,6 +1,7 @@
 """TU graph loader on tiny raw TU files, and GraphSplit batching against PyG's Batch."""
 import json
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -237,3 +238,33 @@ def test_check_inputs_counts_a_custom_splits_file_and_downloads_nothing(tmp_path
         check_inputs(cfg(fold=2), data_cfg)
     with pytest.raises(TUInputError, match=r"no such file"):
         check_inputs(cfg(splits_file=str(tmp_path / "none.json")), data_cfg)
+
+
+def test_download_unpacks_the_tu_zip_into_the_cache(tmp_path, monkeypatch):
+    """data.download=true: <NAME>.zip (its entries under <NAME>/) becomes <cache>/TUDataset/<NAME>/raw/;
+    a failed download leaves no folder behind and names the files."""
+    import shutil
+    import torch_geometric.data
+
+    write_tu(tmp_path / "zipped" / "TOY", "TOY")
+    archive = shutil.make_archive(str(tmp_path / "TOY"), "zip", tmp_path / "zipped")
+
+    def fake_download(url, folder, log=True):
+        assert url.endswith("/TOY.zip")
+        return shutil.copy(archive, Path(folder).mkdir(parents=True, exist_ok=True) or folder)
+
+    monkeypatch.setattr(torch_geometric.data, "download_url", fake_download)
+    data_cfg = OmegaConf.create({"root": str(tmp_path / "none"), "cache": str(tmp_path / "cache"), "download": True})
+    cfg = OmegaConf.create({"name": "tu", "tu_name": "TOY", "node_features": "auto", "fold": 0, "splits_file": None})
+    check_inputs(cfg, data_cfg)
+    assert (tmp_path / "cache" / "TUDataset" / "TOY" / "raw" / "TOY_A.txt").is_file()
+    assert len(load_data(cfg, data_cfg, CPU).test) == 4
+
+    def offline(url, folder, log=True):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torch_geometric.data, "download_url", offline)
+    with pytest.raises(TUInputError, match=r"OTHER_A.txt.*download of OTHER failed: OSError"):
+        check_inputs(OmegaConf.merge(cfg, {"tu_name": "OTHER"}), data_cfg)
+    assert not (tmp_path / "cache" / "TUDataset" / "OTHER").exists()
