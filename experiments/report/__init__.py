@@ -16,7 +16,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from data.paths import resolve
+from data.paths import PROJECT_ROOT, PUBLISHED, resolve
 from experiments.provenance import code_state
 from experiments.report.figures import collect
 from experiments.report.ledger import read_ledger, verdict_class
@@ -30,7 +30,9 @@ def ledger_path(root: Path) -> Path:
     """The ledger beside the records (results/local/claims.csv) or, for the published records,
     where `make claims` writes it (results/claims.csv)."""
     beside = root / "claims.csv"
-    return beside if beside.exists() else root.parent / "claims.csv"
+    if beside.exists() or root != resolve(PUBLISHED):
+        return beside
+    return resolve("results") / "claims.csv"
 
 
 def tables(root: Path, figure_names: set[str]) -> list[dict]:
@@ -46,7 +48,8 @@ def context(root: Path, redraw: bool = True) -> dict:
     ledger = read_ledger(ledger_path(root))
     figures = collect(root, redraw=redraw)
     hardware, code_versions = machines(root)
-    return {"title": "balance-width: results", "source": str(root), "ledger": ledger,
+    source = root.relative_to(PROJECT_ROOT) if root.is_relative_to(PROJECT_ROOT) else root
+    return {"title": "balance-width: results", "source": str(source), "ledger": ledger,
             "tables": tables(root, {f["name"] for f in figures}), "figures": figures,
             "budgets": table_budgets(root, ledger), "hardware": hardware, "code_versions": code_versions,
             "code": code_state()["code_version"],

@@ -16,11 +16,15 @@ SHOWN = [("id", "#"), ("paper", "paper"), ("claim", "claim"), ("kind", "kind"), 
 ROW_SHOWN = ["row", "what", "status", "profile", "test", "effect", "ci", "p_adj", "n", "budget", "note"]
 
 
-def _number(value, digits: int = 3) -> str:
+def _number(value, digits: int = 3, signed: bool = True) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
         return "—"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e6:
+        value = int(value)
+    if isinstance(value, int):
+        return f"{value:+d}" if signed else str(value)
     if isinstance(value, float):
-        return f"{value:+.{digits}g}" if abs(value) < 1e4 else f"{value:.3g}"
+        return f"{value:{'+' if signed else ''}.{digits}g}"
     return str(value)
 
 
@@ -31,15 +35,15 @@ def _derived(row: dict) -> dict:
         low, high = row.get("ci_low"), row.get("ci_high")
         out["ci"] = "—" if _number(low) == "—" else f"[{_number(low)}, {_number(high)}]"
     if "n_a" in row or "n_b" in row:
-        out["n"] = f"{_number(row.get('n_a'))} vs {_number(row.get('n_b'))}".replace("+", "")
+        out["n"] = f"{_number(row.get('n_a'), signed=False)} vs {_number(row.get('n_b'), signed=False)}"
     if "epochs" in row or "paper_epochs" in row:
-        out["budget"] = f"{_number(row.get('epochs'))} ({_number(row.get('paper_epochs'))})".replace("+", "")
+        out["budget"] = f"{_number(row.get('epochs'), signed=False)} ({_number(row.get('paper_epochs'), signed=False)})"
     for key in ("effect",):
         if key in row:
             out[key] = _number(row.get(key))
     for key in ("p", "p_adj"):
         if key in row:
-            out[key] = _number(row.get(key), 2).lstrip("+")
+            out[key] = _number(row.get(key), 2, signed=False)
     return {k: ("—" if v is None or (isinstance(v, float) and math.isnan(v)) else v) for k, v in out.items()}
 
 

@@ -14,6 +14,12 @@ def _read(path: Path) -> dict:
         return {}
 
 
+def _plain(value) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return "—" if value is None or (isinstance(value, float) and value != value) else str(value)
+
+
 def _span(values) -> str:
     values = sorted({int(v) for v in values if v is not None})
     if not values:
@@ -28,7 +34,8 @@ def table_budgets(root: Path, ledger: dict | None) -> list[dict]:
     for claim in (ledger or {}).get("claims", []):
         for experiment in str(claim.get("experiments", "")).replace(";", ",").split(","):
             if experiment.strip() and claim.get("paper_epochs") not in (None, "—"):
-                paper.setdefault(experiment.strip(), (claim.get("paper_epochs"), claim.get("paper_seeds")))
+                paper.setdefault(experiment.strip(), (_plain(claim.get("paper_epochs")),
+                                                      _plain(claim.get("paper_seeds"))))
     rows = []
     for manifest_path in sorted(root.glob("runs/*/manifests/*.json")):
         manifest = _read(manifest_path)
