@@ -67,7 +67,9 @@ def setting_check(row: Row, claim: Claim, a: Operand, b: Operand, sa, sb) -> Non
 
 def compare_row(claim: Claim, slices: Slices, a: Operand, b: Operand, expect: str) -> Row:
     metric = claim.get("metric")
-    row = Row(claim.id, row_key(a, b), what_of(a, b), expect=expect, paper_numbers=paper_numbers(a, b))
+    # a claim across rows, column by column (`cols:`), names each compared pair by its column
+    key = a.col if claim.get("cols") and a.col == b.col and a.row != b.row else row_key(a, b)
+    row = Row(claim.id, key, what_of(a, b), expect=expect, paper_numbers=paper_numbers(a, b))
     paper_epochs = table_info(a.experiment).paper_epochs(a.row)
     samples_a, samples_b = resolve(slices, a, metric), resolve(slices, b, metric)
     pair = match(samples_a, samples_b, paper_epochs)

@@ -16,9 +16,11 @@ from experiments.claims.verdict import adjust, verdict
 
 
 def rows_of(claim, slices: Slices) -> list[Row]:
-    if claim.kind == "custom":
-        return CUSTOM[claim.get("custom")](claim, slices)
-    return declared_rows(claim, slices)
+    rows = CUSTOM[claim.get("custom")](claim, slices) if claim.kind == "custom" else declared_rows(claim, slices)
+    keys = [r.row for r in rows]
+    for r in rows:
+        r.name = r.row if keys.count(r.row) == 1 else f"{r.row} ({r.what})"
+    return rows
 
 
 def build(results_dir: str = PUBLISHED, out_dir: str | None = None) -> Path:
@@ -30,8 +32,7 @@ def build(results_dir: str = PUBLISHED, out_dir: str | None = None) -> Path:
     every = [r for _, rows in per_claim for r in rows]
     adjust(every)
     results = [(claim, *verdict(rows), rows) for claim, rows in per_claim]
-    n_tests = sum(r.comparison is not None and r.comparison.test != "deterministic" and r.comparison.p == r.comparison.p
-                  for r in every)
+    n_tests = sum(r.used and r.comparison is not None and r.comparison.p == r.comparison.p for r in every)
     out = resolve(out_dir or ("results" if results_dir == PUBLISHED else results_dir))
     write(out, results, n_tests, results_dir)
     counts = Counter(v for _, v, *_ in results)

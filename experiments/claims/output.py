@@ -60,9 +60,10 @@ def markdown(results: list[tuple], n_tests: int, source: str) -> str:
              "`experiments/claims/verdict.py`, the claims in each experiment file's `table: claims:`). Effect: "
              "side a − side b, with its two-sided 95% interval; test: paired t on per-seed (per-fold) differences "
              "when both sides ran the same seeds, Welch t otherwise, TOST for equivalence (declared margin), "
-             f"bootstrap only from n >= 10 per side. p is raw, Holm is adjusted over all {n_tests} tests of the "
-             "ledger; verdicts use the adjusted p. A verdict is decisive only from rows at the paper's epochs with "
-             "n >= 3 per side (or a deterministic measurement).", "",
+             f"bootstrap only from n >= 10 per side. p is raw, Holm is adjusted over the ledger's {n_tests} decisive "
+             "tests (statsmodels multipletests); verdicts use the adjusted p. A row decides only at the paper's "
+             "epochs with n >= 3 per side (or as a deterministic measurement); other rows give a provisional "
+             "reading on their raw p and say what they miss.", "",
              "| # | paper | claim | kind | deciding row: effect [95% CI] | test | p | Holm p | n | epochs (paper) | verdict |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for claim, verdict, reason, decider, rows in results:

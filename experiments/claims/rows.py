@@ -36,6 +36,8 @@ class Row:
     status: str = ""                          # holds | fails | open (decisive rows), else = block
     p_adj: float = math.nan
 
+    name: str = ""                            # how the verdict names the row (row key, made unique)
+
     @property
     def used(self) -> bool:
         return not self.block

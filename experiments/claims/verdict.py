@@ -1,7 +1,7 @@
 """Row statuses and claim verdicts.
 
 A row decides only at the paper's epochs with n >= 3 per side (or as a deterministic
-measurement). On its Holm-adjusted p (over every test of the ledger) a decisive row
+measurement). On its Holm-adjusted p (over every decisive test of the ledger) a decisive row
   holds   p_adj < 0.05 with the effect on the claimed side (equivalence: TOST p_adj < 0.05);
   fails   its 95% interval lies below the smallest gain the claim means (`margin`), or p_adj <
           0.05 on the other side, or (equivalence) the interval lies wholly outside the margin;
@@ -41,8 +41,9 @@ def judge(row: Row, p: float) -> str:
 
 
 def adjust(rows: list[Row]) -> None:
-    """Holm over every test of the ledger (rows with a p), then each row's status."""
-    tested = [r for r in rows if r.comparison is not None and math.isfinite(r.comparison.p)]
+    """Holm over every decisive test of the ledger (the rows verdicts rest on; a pending row's p is
+    a provisional reading and shown raw), then each row's status."""
+    tested = [r for r in rows if r.used and r.comparison is not None and math.isfinite(r.comparison.p)]
     for r, p_adj in zip(tested, stats.holm([r.comparison.p for r in tested])):
         r.p_adj = p_adj
     for r in rows:
@@ -66,14 +67,21 @@ def describe(row: Row) -> str:
     return f"{head}: {stats.interval_text(c)}, {c.test}, p {c.p:.2g}{p_adj}, {n}{budget}"
 
 
+WOULD = {"holds": "hold", "fails": "fail", "open": "stay open"}
+
+
+def _names(rows: list[Row]) -> str:
+    return ", ".join(r.name for r in rows)
+
+
 def _missing(rows: list[Row]) -> str:
-    return "; ".join(f"{r.row}: {r.status}: {', '.join(r.why)}" for r in rows)
+    return "; ".join(f"{r.name}: {r.status}: {', '.join(r.why)}" for r in rows)
 
 
 def _mde(row: Row) -> str:
     c = row.comparison
-    return f"{row.row}: could detect |effect| >= {c.mde:.2f} at 80% power (n {c.n_a} vs {c.n_b})" \
-        if c is not None and math.isfinite(c.mde) else f"{row.row}: no interval"
+    return f"{row.name}: could detect |effect| >= {c.mde:.2f} at 80% power (n {c.n_a} vs {c.n_b})" \
+        if c is not None and math.isfinite(c.mde) else f"{row.name}: no interval"
 
 
 def verdict(rows: list[Row]) -> tuple[str, str, Row | None]:
@@ -86,18 +94,18 @@ def verdict(rows: list[Row]) -> tuple[str, str, Row | None]:
     scope += f"; {findings}" if findings else ""
     if used and len(by["holds"]) == len(used):
         decider = max(used, key=lambda r: r.p_adj if math.isfinite(r.p_adj) else -1.0)
-        return "reproduced", f"holds in {', '.join(r.row for r in used)}{scope}", decider
+        return "reproduced", f"holds in {_names(used)}{scope}", decider
     if by["holds"]:
         other = by["fails"] + by["open"]
-        return ("partly reproduced", f"holds in {', '.join(r.row for r in by['holds'])}; "
-                f"{'fails' if by['fails'] else 'open'} in {', '.join(r.row for r in other)}{scope}", other[0])
+        return ("partly reproduced", f"holds in {_names(by['holds'])}; "
+                f"{'fails' if by['fails'] else 'open'} in {_names(other)}{scope}", other[0])
     if by["fails"]:
-        return "not reproduced", f"fails in {', '.join(r.row for r in by['fails'])}{scope}", by["fails"][0]
+        return "not reproduced", f"fails in {_names(by['fails'])}{scope}", by["fails"][0]
     if by["open"]:
         return "inconclusive", "; ".join(_mde(r) for r in by["open"]) + scope, by["open"][0]
     pending = [r for r in rows if r.status == "pending"]
     if pending:
-        reading = "; ".join(f"{r.row} would {judge(r, r.comparison.p) if r.comparison else 'open'}"
+        reading = "; ".join(f"{r.name} would {WOULD[judge(r, r.comparison.p)]} on its raw p"
                             for r in pending if r.comparison is not None)
         return "pending (budget)", f"provisional: {reading or 'no comparison yet'}; missing: {_missing(pending)}", pending[0]
     blocked = [r for r in rows if r.status == "not testable"] or rows
