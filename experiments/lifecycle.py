@@ -109,18 +109,22 @@ def train_members(members: list[Member], step: OneModel) -> list[dict]:
 
 
 def by_epoch(members: list[Member], step) -> list[list[Member]]:
-    """Load each member's checkpoint (run.force: start over); group members by epoch."""
+    """Load each member's checkpoint; group members by epoch. A member whose checkpoints are all
+    unreadable fails like any run (CheckpointError names run.force=true)."""
     groups: dict[int, list[Member]] = defaultdict(list)
     for m in members:
-        def load(m=m):
-            if m.cfg.run.force:
-                records.clear_checkpoints(m.directory)
-            if records.has_checkpoint(m.directory):
-                m.saved = records.load_checkpoint(m.directory)
-            return []
-        if not guarded([m], step, load):
+        if not guarded([m], step, lambda m=m: load_saved(m)):
             groups[m.epoch].append(m)
     return [groups[e] for e in sorted(groups)]
+
+
+def load_saved(m: Member) -> list:
+    """m.saved = its newest readable checkpoint (none with run.force: it starts over)."""
+    if m.cfg.run.force:
+        records.clear_checkpoints(m.directory)
+    if records.has_checkpoint(m.directory):
+        m.saved = records.load_checkpoint(m.directory)
+    return []
 
 
 def guarded(group: list[Member], step, body) -> list[dict]:

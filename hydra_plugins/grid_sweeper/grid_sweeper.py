@@ -62,7 +62,7 @@ class GridSweeper(BasicSweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         tic = time.perf_counter()
-        jobs = self.plan(arguments)
+        jobs = self.planned_jobs(arguments)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
@@ -80,7 +80,7 @@ class GridSweeper(BasicSweeper):
             return []
         return self.launch(batch)
 
-    def plan(self, arguments: list[str]) -> list:
+    def planned_jobs(self, arguments: list[str]) -> list:
         loader = self.hydra_context.config_loader
         try:
             named = plan.expand_named(self.grids, self.seeds, arguments, loader)
