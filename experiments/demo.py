@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 
 from data.paths import LOCAL, PUBLISHED
-from experiments import plan
+from experiments import plan, records
 
 SYNTHETIC = ["double_moon_fixed", "double_moon_awnn", "spiral_fixed", "spiral_awnn",
              "spiral_hard_fixed", "spiral_hard_awnn"]
@@ -96,7 +96,7 @@ def compare(experiment: str, only: list[str] | None, profile: str = PROFILE,
         manifest = {**manifest, "jobs": [j for j in manifest["jobs"] if j.get("grid") in only]}
     spec = {**manifest["table"], "experiment": experiment}
     yours_jobs = load_jobs(manifest, results_dir)
-    failed = [j.key for j in yours_jobs if j.status not in ("finished", "diverged")]
+    failed = [j.key for j in yours_jobs if j.status not in records.DONE_STATUSES]
     yours, published = build_cells(spec, yours_jobs), build_cells(spec, load_jobs(manifest, PUBLISHED))
     rows, cols = layout(spec, yours)
     out = []
