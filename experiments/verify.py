@@ -17,9 +17,10 @@ epoch) k is a multiple of e, so both runs evaluate (and recalibrate BatchNorm, a
 plateau scheduler) at the same epochs. Stacked and single runs agree to ~1e-7 per epoch.
 
 Tolerance, per value: accuracies (%) within 0.3 points (one test sample of digits' 359);
-widths within 1 neuron; everything else (losses, lr, ratios) within 1e-4 + 1e-3 x |published|.
-Beyond the first epochs float-order differences (another CPU, another torch) can grow, so k
-stays small. Exit 1 when a run differs beyond the tolerance or fails, 0 otherwise.
+widths within 1 neuron; everything else (losses, lr, ratios) within 1e-4 + 1e-3 x |published|:
+"ok". A run whose code changed the order of float operations since its record (a fused
+gradient, another torch) drifts: within 1 point, 2 neurons, 1e-3 + 1e-2 x |published| it is
+"ok (float drift)"; beyond, MISMATCH. Exit 1 on a mismatch or a failed run, 0 otherwise.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from experiments.verify_runs import (DRIFTED, Outcome, available, candidates, ch
                                      compare_metrics, retrain)
 
 ACC_TOL, WIDTH_TOL, RTOL, ATOL = 0.3, 1.0, 1e-3, 1e-4
+DRIFT = {"acc": 1.0, "width": 2.0, "rtol": 1e-2, "atol": 1e-3}     # "ok (float drift)"
 
 
 def parse(argv: list[str] | None):
@@ -71,12 +73,20 @@ def tolerance(column: str, reference: float) -> float:
     return ATOL + RTOL * abs(reference)
 
 
+def drift_tolerance(column: str, reference: float) -> float:
+    if "acc" in column:
+        return DRIFT["acc"]
+    if column.startswith("width"):
+        return DRIFT["width"]
+    return DRIFT["atol"] + DRIFT["rtol"] * abs(reference)
+
+
 def verify_one(run, args) -> Outcome:
     tic = time.perf_counter()
     print(f"[verify] {run.experiment}: {run.key} ({run.k} of {run.epochs} epochs) ...", flush=True)
     outcome = retrain(run, args.data_root)
     if outcome.error is None:
-        compare_metrics(outcome, tolerance)
+        compare_metrics(outcome, tolerance, drift_tolerance)
     outcome.seconds = time.perf_counter() - tic
     print(f"[verify] {run.experiment}: {outcome.verdict} ({outcome.seconds:.0f} s)", flush=True)
     return outcome
@@ -114,9 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         outcomes = list(pool.map(lambda r: verify_one(r, args), chosen))
     print_table(outcomes, skipped)
-    bad = [o for o in outcomes if o.verdict != "ok"]
-    print(f"\n[verify] {len(outcomes) - len(bad)}/{len(outcomes)} runs match their published metrics "
-          f"within tolerance (acc {ACC_TOL} points, width {WIDTH_TOL}, other {ATOL} + {RTOL} x |value|); "
+    bad = [o for o in outcomes if not o.passed]
+    drifted = sum(o.verdict == "ok (float drift)" for o in outcomes)
+    print(f"\n[verify] {len(outcomes) - len(bad)}/{len(outcomes)} runs match their published metrics: "
+          f"{len(outcomes) - len(bad) - drifted} within tolerance (acc {ACC_TOL} points, width {WIDTH_TOL}, "
+          f"other {ATOL} + {RTOL} x |value|), {drifted} within float drift (acc {DRIFT['acc']}, width "
+          f"{DRIFT['width']}, other {DRIFT['atol']} + {DRIFT['rtol']} x |value|); "
           f"{len(skipped)} skipped; {time.perf_counter() - start:.0f} s")
     return 1 if bad else 0
 

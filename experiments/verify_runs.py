@@ -61,6 +61,7 @@ class Outcome:
     compared: int = 0                                   # epochs compared
     worst: tuple = ()                                   # (ratio to tolerance, column, epoch, diff, tol)
     per_epoch: list[tuple] = field(default_factory=list)   # (epoch, column, diff, tolerance)
+    drift: float = 0.0                                    # largest diff / the drift tolerance
     history: pd.DataFrame | None = None                   # the re-trained run's metrics.csv
     seconds: float = 0.0
 
@@ -78,7 +79,13 @@ class Outcome:
             return "FAILED"
         if not self.compared:
             return "NOTHING COMPARED"
-        return "ok" if self.worst[0] <= 1.0 else "MISMATCH"
+        if self.worst[0] <= 1.0:
+            return "ok"
+        return "ok (float drift)" if self.drift <= 1.0 else "MISMATCH"
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict.startswith("ok")
 
     def largest_text(self) -> str:
         if not self.worst:
@@ -196,8 +203,9 @@ def retrain(run: PublishedRun, data_root: str) -> Outcome:
     return outcome
 
 
-def compare_metrics(outcome: Outcome, tolerance) -> None:
-    """Per epoch, the value furthest from the published one relative to its tolerance."""
+def compare_metrics(outcome: Outcome, tolerance, drift_tolerance) -> None:
+    """Per epoch, the value furthest from the published one relative to its tolerance; and the
+    largest difference relative to the (wider) float-drift tolerance."""
     here = outcome.history
     published = pd.read_csv(outcome.run.directory / "metrics.csv")
     columns = [c for c in here.columns if c in published.columns and c not in NOT_COMPARED
@@ -210,6 +218,7 @@ def compare_metrics(outcome: Outcome, tolerance) -> None:
             if pd.isna(a) or pd.isna(b):
                 continue                                      # an epoch one of them did not evaluate
             diff, tol = abs(float(a) - float(b)), tolerance(column, float(b))
+            outcome.drift = max(outcome.drift, diff / drift_tolerance(column, float(b)))
             if diff / tol > epoch_worst[0]:
                 epoch_worst = (diff / tol, column, diff, tol)
         if epoch_worst[1]:

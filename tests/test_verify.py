@@ -61,8 +61,22 @@ def test_a_faithful_record_passes(tmp_path, capsys):
     assert RUN in row and "2/30" in row and "cpu/cpu =" in row and row.endswith(" ok")
 
 
-def test_a_record_off_by_a_hundredth_fails(tmp_path, capsys):
-    published = _published_copy(tmp_path, perturb=0.01)
+def test_a_record_off_by_a_tenth_fails(tmp_path, capsys):
+    published = _published_copy(tmp_path, perturb=0.1)
     assert verify.main(["--published", str(published), "--epochs", "2", "--jobs", "1"]) == 1
     out = capsys.readouterr().out
-    assert "MISMATCH" in out and "train_loss@2 0.01" in out
+    assert "MISMATCH" in out and "train_loss@2 0.1" in out
+
+
+def test_float_drift_passes_and_is_labelled():
+    """Beyond the tolerance, within the float-drift one: passes as 'ok (float drift)'."""
+    import pandas as pd
+
+    run = verify_runs.PublishedRun("demo_digits", RUN, DIGITS / RUN, [], {"train": {}}, 30, 0.1, "cpu", "x", k=2)
+    published = pd.read_csv(DIGITS / RUN / "metrics.csv")
+    for shift, verdict in ((0.0, "ok"), (0.005, "ok (float drift)"), (0.05, "MISMATCH")):
+        here = published.head(2).copy()
+        here.loc[1, "train_loss"] += shift                      # 1.27: tolerance 0.0014, drift 0.014
+        outcome = verify_runs.Outcome(run, history=here)
+        verify_runs.compare_metrics(outcome, verify.tolerance, verify.drift_tolerance)
+        assert outcome.verdict == verdict and outcome.passed == (verdict != "MISMATCH")
