@@ -10,7 +10,7 @@ import numpy as np
 
 from experiments import stats
 from experiments.claims.slices import Sample, Slices
-from experiments.claims.spec import Claim, Operand, table_info
+from experiments.claims.spec import Operand, table_info
 from experiments.tables.cells import paper_mean, paper_text
 
 MIN_N = 3              # fewer replicates per side never decide

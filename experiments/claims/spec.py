@@ -20,6 +20,7 @@ A claim (one list entry):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -115,12 +116,18 @@ class TableInfo:
         return by_col.get(col, by_col.get("*"))
 
 
+@lru_cache(maxsize=None)
+def _table_node(experiment: str, stamp: float) -> dict:
+    node = OmegaConf.load(CONF / f"{experiment}.yaml").get("table")
+    return OmegaConf.to_container(node, resolve=False) if node is not None else {}
+
+
 def table_node(experiment: str) -> dict:
+    """The experiment file's `table:` node (cached until the file changes)."""
     path = CONF / f"{experiment}.yaml"
     if not path.exists():
         raise FileNotFoundError(f"no experiment file {path}")
-    node = OmegaConf.load(path).get("table")
-    return OmegaConf.to_container(node, resolve=False) if node is not None else {}
+    return _table_node(experiment, path.stat().st_mtime)
 
 
 def table_info(experiment: str) -> TableInfo:
