@@ -156,3 +156,17 @@ def test_the_published_ledger_keeps_its_promises():
     assert tested.p_adj.to_numpy() == pytest.approx(expected, rel=1e-4, abs=1e-9)
     assert set(frame.test.dropna()) <= {"paired t", "Welch t", "TOST paired", "TOST Welch", "bootstrap", "deterministic"}
     assert not math.isnan(frame.epochs.dropna().iloc[0])
+
+
+def test_a_claim_that_cannot_be_judged_is_refused_on_one_line(results, monkeypatch, tmp_path, capsys):
+    """An equivalence claim without a margin: the ledger says which claim, exits 2, no traceback."""
+    from experiments.claims import ledger, spec
+
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "nb_toy.yaml").write_text("table:\n  claims:\n    - {id: 7, paper: NB, kind: equivalence, text: t,"
+                                      " a: {col: x}, b: {col: y}}\n")
+    monkeypatch.setattr(spec, "CONF", conf)
+    with pytest.raises(SystemExit) as stop:
+        ledger.main([f"run.results_dir={results}"])
+    assert stop.value.code == 2 and "claim 7 (nb_toy.yaml): an equivalence claim needs a margin" in capsys.readouterr().err

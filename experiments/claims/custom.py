@@ -11,7 +11,7 @@ from data.paths import resolve
 from experiments import stats
 from experiments.claims.rows import MIN_N, Row
 from experiments.claims.slices import Slices
-from experiments.claims.spec import Claim, table_info
+from experiments.claims.spec import CUSTOM_NAMES, Claim, table_info
 
 
 def _budget(row: Row, experiment: str, table_row: str, epochs: int, n: int) -> None:
@@ -87,3 +87,4 @@ def init_variance(claim: Claim, slices: Slices) -> list[Row]:
 
 
 CUSTOM = {"ratios_to_one": ratios_to_one, "truncation_cost": truncation_cost, "init_variance": init_variance}
+assert tuple(CUSTOM) == CUSTOM_NAMES

@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "experiment"
 KINDS = ("superiority", "equivalence", "trend", "as_in_paper", "speed", "custom")
+CUSTOM_NAMES = ("ratios_to_one", "truncation_cost", "init_variance")     # experiments/claims/custom.py
 EXPECT = {"superiority": "greater", "as_in_paper": "greater", "trend": "greater", "speed": "less",
           "equivalence": "equal", "custom": "equal"}
 
@@ -141,13 +142,26 @@ def load_claims() -> list[Claim]:
     for path in sorted(CONF.glob("*.yaml")):
         for raw in table_node(path.stem).get("claims") or []:
             claim = Claim(int(raw["id"]), str(raw["paper"]), str(raw["text"]), str(raw["kind"]), path.stem, raw)
-            if claim.kind not in KINDS:
-                raise ValueError(f"claim {claim.id} ({path.name}): kind {claim.kind!r} not in {KINDS}")
-            if claim.kind == "equivalence" and not (raw.get("margin") or raw.get("margin_rel")) \
-                    or (raw.get("margin") or raw.get("margin_rel")) and not raw.get("margin_reason"):
-                raise ValueError(f"claim {claim.id} ({path.name}): a margin needs its margin_reason")
+            _check(claim, raw, path.name)
             claims.append(claim)
     ids = [c.id for c in claims]
     if len(ids) != len(set(ids)):
         raise ValueError(f"duplicate claim ids: {sorted(i for i in ids if ids.count(i) > 1)}")
     return sorted(claims, key=lambda c: c.id)
+
+
+def _check(claim: Claim, raw: dict, where: str) -> None:
+    """A claim entry that cannot be judged: ValueError naming it."""
+    margin = raw.get("margin") or raw.get("margin_rel")
+    problems = [
+        (claim.kind not in KINDS, f"kind {claim.kind!r} not in {KINDS}"),
+        (claim.kind == "equivalence" and not margin, "an equivalence claim needs a margin"),
+        (bool(margin) and not raw.get("margin_reason"), "a margin needs its margin_reason"),
+        (claim.kind == "speed" and raw.get("target") is None, "a speed claim needs a target"),
+        (claim.kind == "custom" and raw.get("custom") not in CUSTOM_NAMES, f"custom must be one of {CUSTOM_NAMES}"),
+        (claim.kind not in ("custom",) and not (raw.get("a") or raw.get("order") or raw.get("pairs")),
+         "name the cells: a/b, order or pairs"),
+    ]
+    for bad, what in problems:
+        if bad:
+            raise ValueError(f"claim {claim.id} ({where}): {what}")
