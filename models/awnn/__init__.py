@@ -19,5 +19,5 @@ stack_members = stack_adaptive                                 # stackable (docs
 __all__ = ["AdaptiveMLP", "AdaptiveMLPConfig", "GAINS", "GROW_INITS", "IMPORTANCES", "INITS",
            "Importance", "StackedAdaptiveClassifier", "StackedAdaptiveMLP", "adaptive_modules",
            "add_theta_prior_grad", "build", "importance", "log_prior_nu", "log_prior_theta",
-           "stack_adaptive", "sum_sq_importance", "target_width", "theta_parameters", "theta_penalty", "truncate",
-           "truncate_to_accuracy", "update_widths", "width_for"]
+           "stack_adaptive", "sum_sq_importance", "target_width", "theta_parameters",
+           "theta_penalty", "truncate", "truncate_to_accuracy", "update_widths", "width_for"]
