@@ -64,16 +64,18 @@ def markdown(results: list[tuple], n_tests: int, source: str) -> str:
              "tests (statsmodels multipletests); verdicts use the adjusted p. A row decides only at the paper's "
              "epochs with n >= 3 per side (or as a deterministic measurement); other rows give a provisional "
              "reading on their raw p and say what they miss.", "",
-             "| # | paper | claim | kind | deciding row: effect [95% CI] | test | p | Holm p | n | epochs (paper) | verdict |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| # | paper | claim | kind | paper's numbers (deciding row) | deciding row: effect [95% CI] | test | p | "
+             "Holm p | n (paper's) | epochs (paper's) | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for claim, verdict, reason, decider, rows in results:
         c = decider.comparison if decider is not None else None
         effect = stats.interval_text(c) if c is not None else "—"
-        n = f"{c.n_a} vs {c.n_b}" if c is not None else "—"
+        n = f"{c.n_a} vs {c.n_b} ({decider.paper_seeds or '—'})" if c is not None else "—"
+        paper = decider.paper_numbers if decider is not None and decider.paper_numbers else "—"
         ep = f"{decider.epochs or '—'} ({decider.paper_epochs or '—'})" if decider is not None else "—"
         p = f"{c.p:.2g}" if c is not None and math.isfinite(c.p) else "—"
         p_adj = f"{decider.p_adj:.2g}" if decider is not None and math.isfinite(decider.p_adj) else "—"
-        lines.append(f"| {claim.id} | {claim.paper} | {_cell(claim.text)} | {claim.kind} | "
+        lines.append(f"| {claim.id} | {claim.paper} | {_cell(claim.text)} | {claim.kind} | {_cell(paper)} | "
                      f"{_cell(decider.row if decider else '—')}: {effect} | {c.test if c else '—'} | {p} | {p_adj} | "
                      f"{n} | {ep} | **{verdict}** |")
     lines += ["", "## Claims, row by row", ""]
