@@ -28,7 +28,7 @@ test-all: install            ## include the slow tests
 check-device: install        ## device-sensitive checks on this host's GPU (CPU when none), one line each
 	$(BIN)/python scripts/check_device.py
 
-demo: install                ## trains embedded data (digits NB regimes, AWNN synthetic rows) into results/local, ~3-4 min on 2 cores; then yours | published | paper per cell
+demo: install                ## trains embedded data (digits NB regimes, AWNN synthetic rows) into results/local (81 s on 2 idle cores); then yours | published | paper per cell
 	OMP_NUM_THREADS=1 $(BIN)/python -m experiments.demo $(ARGS)
 
 verify: install              ## re-train the first epochs of one published run per experiment, compare epoch by epoch (DATA_ROOT=... for real data sets)
