@@ -159,18 +159,18 @@ def load(cfg: TUConfig, data_cfg, device) -> DataBundle:
         cfg.node_features = "labels" if has_node_labels(dataset) else "degree"
     graphs = graph_tensors(dataset, cfg.node_features, tu_name)
 
-    folds, splits_path, generated = read_folds(cfg, tu_name, root, cache, graphs.target)
+    folds, folds_file, generated = read_folds(cfg, tu_name, root, cache, graphs.target)
     if not 0 <= cfg.fold < len(folds):
-        raise ValueError(f"dataset.fold={cfg.fold}: allowed 0..{len(folds) - 1} ({splits_path})")
+        raise ValueError(f"dataset.fold={cfg.fold}: allowed 0..{len(folds) - 1} ({folds_file})")
     fold = folds[cfg.fold]
     parts = {"train": fold["model_selection"][0]["train"], "val": fold["model_selection"][0]["validation"],
              "test": fold["test"]}
     parts = {k: torch.tensor(v, dtype=torch.long) for k, v in parts.items()}
     every = torch.cat(list(parts.values()))
     if len(every) and (every.min() < 0 or every.max() >= len(graphs)):
-        raise ValueError(f"{splits_path}: fold {cfg.fold} has indices outside 0..{len(graphs) - 1}")
+        raise ValueError(f"{folds_file}: fold {cfg.fold} has indices outside 0..{len(graphs) - 1}")
     if len(torch.unique(every)) != len(every):
-        raise ValueError(f"{splits_path}: fold {cfg.fold} train/validation/test overlap")
+        raise ValueError(f"{folds_file}: fold {cfg.fold} train/validation/test overlap")
     train_idx = parts["train"][stratified_indices(graphs.target[parts["train"]], cfg.fraction, cfg.split_seed)]
 
     graphs = graphs.to(device)
@@ -179,7 +179,7 @@ def load(cfg: TUConfig, data_cfg, device) -> DataBundle:
         train=train, val=val, test=test, task="classification",
         info={"num_node_features": graphs.x.shape[1], "num_classes": int(graphs.target.max()) + 1,
               "n_train": len(train), "constant_node_features": cfg.node_features == "constant"},
-        splits={"splits_file": str(splits_path), "generated": generated, "fold": cfg.fold,
+        splits={"splits_file": str(folds_file), "generated": generated, "fold": cfg.fold,
                 "node_features": cfg.node_features,
                 "split_seed": cfg.split_seed, "fraction": cfg.fraction, "n_train": len(train),
                 "n_val": len(val), "n_test": len(test), "num_graphs": len(graphs)})
