@@ -85,17 +85,21 @@ def sum_sq_importance(width: int, nu: float, convention: str = "paper") -> float
     return (sq + 2.0 * AUTHORS_EPS * mass + width * AUTHORS_EPS ** 2) / (total * total)
 
 
-class Importance(torch.autograd.Function):
-    """f(j; ν_ℓ) of every hidden layer from raw ν, as one autograd node (AWNN eq. 12).
+class ImportanceState:
+    """f(j; ν_ℓ) of every hidden layer from raw ν (AWNN eq. 12), and the closed-form map from
+    ∂L/∂f back to ∂L/∂raw (the backward of `Importance`, reused by models/awnn/fused.py).
 
     raw: [..., L] (a leading member axis for stacks). positions[ℓ]: j = 0..P_ℓ−1 ([P_ℓ], on raw's
     device and dtype). masks[ℓ]: None (every position kept) or [..., P_ℓ] with 1 for kept and 0
-    for dropped neurons; a dropped neuron's importance is exactly 0. Returns one [..., P_ℓ] tensor
+    for dropped neurons; a dropped neuron's importance is exactly 0. `fs`: one [..., P_ℓ] tensor
     per layer. Backward uses d f_j/dν = e^{−νj}(e^{−ν} − j(1 − e^{−ν})).
     """
 
-    @staticmethod
-    def forward(ctx, raw, nu_min: float, authors: bool, positions, masks):
+    def __init__(self, raw, nu_min: float, authors: bool, positions, masks):
+        with torch.no_grad():
+            self._compute(raw, nu_min, authors, positions, masks)
+
+    def _compute(self, raw, nu_min, authors, positions, masks) -> None:
         soft = F.softplus(raw)
         nu = soft + nu_min if nu_min else soft
         neg = -nu
@@ -118,23 +122,46 @@ class Importance(torch.autograd.Function):
                 f = f / total
             outs.append(f)
             saved.append((e, f, total))
-        ctx.neg, ctx.c, ctx.dsoft, ctx.single = neg, c, dsoft, single
-        ctx.positions, ctx.saved, ctx.authors = positions, saved, authors
-        return tuple(outs)
+        self.neg, self.c, self.dsoft, self.single = neg, c, dsoft, single
+        self.positions, self.saved, self.authors = positions, saved, authors
+        self.fs = tuple(outs)
+        self._dfs = None
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, *grads):
+    def derivatives(self) -> list[torch.Tensor]:
+        """d f_j/dν of every layer (computed once per state)."""
+        if self._dfs is None:
+            q = torch.exp(self.neg)                         # e^{−ν}
+            dfs = []
+            for layer, (j, (e, _, _)) in enumerate(zip(self.positions, self.saved)):
+                q_l, c_l = (q, self.c) if self.single else (q[..., layer, None],
+                                                            self.c[..., layer, None])
+                dfs.append(e * (q_l - j * c_l))             # e^{−νj}(e^{−ν} − j(1 − e^{−ν}))
+            self._dfs = dfs
+        return self._dfs
+
+    def grad_raw(self, grads) -> torch.Tensor:
+        """∂L/∂raw from ∂L/∂f of every layer."""
         grad_nu = []
-        q = torch.exp(ctx.neg)                              # e^{−ν}
-        for layer, (grad, j, (e, f, total)) in enumerate(zip(grads, ctx.positions, ctx.saved)):
-            q_l, c_l = (q, ctx.c) if ctx.single else (q[..., layer, None], ctx.c[..., layer, None])
-            df = e * (q_l - j * c_l)                        # d f_j/dν = e^{−νj}(e^{−ν} − j(1 − e^{−ν}))
-            if ctx.authors:                                 # d/dν of f / Σ f (AWNN code)
+        for grad, df, (_, f, total) in zip(grads, self.derivatives(), self.saved):
+            if self.authors:                                # d/dν of f / Σ f (AWNN code)
                 g = ((grad * df).sum(-1, keepdim=True)
                      - (grad * f).sum(-1, keepdim=True) * df.sum(-1, keepdim=True)) / total
             else:
                 g = (grad * df).sum(-1, keepdim=True)
             grad_nu.append(g)
-        grad_nu = grad_nu[0] if ctx.single else torch.cat(grad_nu, -1)
-        return grad_nu * ctx.dsoft, None, None, None, None
+        grad_nu = grad_nu[0] if self.single else torch.cat(grad_nu, -1)
+        return grad_nu * self.dsoft
+
+
+class Importance(torch.autograd.Function):
+    """f(j; ν_ℓ) of every hidden layer from raw ν, as one autograd node (see ImportanceState)."""
+
+    @staticmethod
+    def forward(ctx, raw, nu_min: float, authors: bool, positions, masks):
+        ctx.state = ImportanceState(raw, nu_min, authors, positions, masks)
+        return ctx.state.fs
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, *grads):
+        return ctx.state.grad_raw(grads), None, None, None, None

@@ -34,8 +34,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.activations import ACTIVATIONS, make_activation
-from models.awnn.importance import (Importance, check_convention, inverse_softplus, softplus_host,
-                                    sum_sq_importance, target_width, width_for)
+from models.awnn.fused import AdaptiveForward
+from models.awnn.importance import (Importance, ImportanceState, check_convention,
+                                    inverse_softplus, softplus_host, sum_sq_importance,
+                                    target_width, width_for)
 from models.awnn.storage import (draw_bias, draw_weight, make_generator, move_optimizer_state,
                                  resized_with, swap_parameter)
 
@@ -96,6 +98,8 @@ class AdaptiveMLP(nn.Module):
         self.storage_version = 0            # +1 whenever a resize replaces Parameter objects
         self._layer_positions: tuple | None = None   # (_positions, [j per layer]) at these widths
         self._no_masks = [None] * num_hidden
+        self._raw_seen: tuple | None = None       # (raw_nu, its _version, its values) last read
+        self._importance_cache: tuple | None = None   # (raw values, positions, ImportanceState)
         self.reset_parameters()
 
     # --- widths and importances -------------------------------------------------------------
@@ -120,6 +124,24 @@ class AdaptiveMLP(nn.Module):
         """f(j; ν_ℓ) for j < D_ℓ of every hidden layer, as the forward pass uses them."""
         return Importance.apply(self.raw_nu, self.nu_min, self.importance == "authors",
                                 self.positions(), self._no_masks)
+
+    def importance_state(self) -> ImportanceState:
+        """The importances of the forward pass and their ν-derivatives; reused while raw ν holds
+        the values last read on the host (unchanged `_version` since) and the widths stand."""
+        positions, raw = self.positions(), self.raw_nu
+        seen, cache = self._raw_seen, self._importance_cache
+        known = seen is not None and seen[0] is raw and seen[1] == raw._version
+        if known and cache is not None and cache[0] == seen[2] and cache[1] is positions:
+            return cache[2]
+        state = ImportanceState(raw, self.nu_min, self.importance == "authors", positions,
+                                self._no_masks)
+        self._importance_cache = (seen[2], positions, state) if known else None
+        return state
+
+    @property
+    def slope(self) -> float:
+        """leaky_relu's negative slope (0 for the other activations)."""
+        return getattr(self.activation, "negative_slope", 0.0)
 
     def positions(self) -> list[torch.Tensor]:
         """j = 0..D_ℓ−1 of every hidden layer (views of one buffer, kept until the widths or the
@@ -159,7 +181,12 @@ class AdaptiveMLP(nn.Module):
         return F.linear(h, weights[self._keys[self.num_hidden]] * fs[-1], out_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._run(x, None)
+        """The same function as `_run`, as one autograd node (models/awnn/fused.py)."""
+        weights, biases, keys = self.weight._parameters, self.bias._parameters, self._keys
+        flat = x if x.ndim == 2 else x.reshape(-1, self.in_features)
+        out = AdaptiveForward.apply(flat, self.raw_nu, self, *[weights[k] for k in keys],
+                                    *[biases[k] for k in keys[:len(biases)]])
+        return out if x.ndim == 2 else out.reshape(*x.shape[:-1], self.out_features)
 
     def hidden_activations(self, x: torch.Tensor) -> list[torch.Tensor]:
         """α_ℓ = σ(W h_{ℓ−1} + b) of each hidden layer, before the importance (AWNN Fig. 2)."""
@@ -171,7 +198,10 @@ class AdaptiveMLP(nn.Module):
     def update_widths(self, optimizer: torch.optim.Optimizer | None = None,
                       raw: list[float] | None = None) -> bool:
         """Algorithm 1, lines 12–15: widths from the current ν; True if any changed.
-        `raw`: the raw ν already on the host (else read here: one device sync)."""
+        `raw`: the current raw ν already on the host (else read here: one device sync)."""
+        if raw is None:
+            raw = self.raw_nu.detach().tolist()
+        self._raw_seen = (self.raw_nu, self.raw_nu._version, raw)
         nus = self.host_nus(raw)
         target = self.target_widths(nus)
         if target == self._widths:
