@@ -41,6 +41,15 @@ def schema_defaults(cfg: DictConfig) -> dict:
     return _defaults(schema.Config, dataset_schema(cfg.dataset.name), model_schema(cfg.model.name))
 
 
+def defaults_for(dataset: str, model: str) -> dict:
+    """The flattened schema defaults of a dataset/model pair (by name)."""
+    from data import dataset_schema
+    from experiments import schema
+    from models import model_schema
+
+    return _defaults(schema.Config, dataset_schema(dataset), model_schema(model))
+
+
 @functools.lru_cache(maxsize=64)
 def _defaults(config_cls, dataset_cls, model_cls) -> dict:
     tree = OmegaConf.to_container(OmegaConf.structured(config_cls), resolve=True)

@@ -48,3 +48,20 @@ def test_publish_without_a_sweep_says_which_manifest_is_missing(tmp_path):
                            "--from", str(tmp_path)], cwd=resolve("."), capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("[publish] no manifest") and "experiment=nb_table1" in proc.stderr
+
+
+def test_more_seeds_keep_the_old_seeds_planned_before_a_schema_field_existed(tmp_path):
+    """A record planned before `train.eval_every` existed is at the same grid point as one planned
+    after, at its default: a sweep of seeds 3-9 adds to seeds 0-2 instead of replacing them."""
+    from experiments import plan, records
+
+    flat = {"dataset.name": "spiral", "model.name": "fcn", "model.widths": [16], "train.epochs": 5}
+    old = {"experiment": "e", "profile": "paper", "overrides": [], "commands": [[]], "table": None,
+           "base": {**flat, "seed": 0}, "jobs": [{"key": "k0", "grid": "g", "delta": {}}]}
+    path = tmp_path / "paper.json"
+    records.write_json(path, old)
+    new = {**old, "base": {**flat, "seed": 3, "train.eval_every": 1},
+           "jobs": [{"key": "k3", "grid": "g", "delta": {}}], "commands": [["seed=3"]], "overrides": ["seed=3"]}
+    assert {j["key"] for j in plan.merge_manifest(path, new)["jobs"]} == {"k0", "k3"}
+    changed = {**new, "base": {**new["base"], "train.epochs": 6}, "jobs": [{"key": "k6", "grid": "g", "delta": {}}]}
+    assert {j["key"] for j in plan.merge_manifest(path, changed)["jobs"]} == {"k6"}   # a changed grid replaces

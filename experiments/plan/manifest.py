@@ -15,7 +15,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from data.paths import resolve
-from experiments import records
+from experiments import identity, records
 from experiments.plan.jobs import PlannedJob, finished
 
 NOT_TABLE_KEYS = ("seed", "experiment", "profile", "run.", "data.", "logger.", "hydra.", "hydra/")
@@ -100,8 +100,15 @@ def plain_table(table):
 
 
 def grid_point(flat: dict) -> str:
-    """A job's grid point: its meaningful config without the seed."""
-    return json.dumps({k: v for k, v in flat.items() if k != "seed"}, sort_keys=True, default=str)
+    """A job's grid point: its meaningful config without the seed, as a difference from the
+    schema defaults (as the run key is): a record planned before a field existed is at the same
+    point as one planned after, at the field's default."""
+    try:
+        defaults = identity.defaults_for(flat["dataset.name"], flat["model.name"])
+    except (KeyError, ValueError):
+        defaults = {}
+    return json.dumps({k: v for k, v in flat.items() if k != "seed" and (k not in defaults or defaults[k] != v)},
+                      sort_keys=True, default=str)
 
 
 def swept_grids(command: list[str]) -> set[str] | None:
