@@ -440,3 +440,37 @@ def test_weight_prior_in_the_step_matches_the_loss_term(make_opt):
     for a, b in zip(runs[0][1], runs[1][1]):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(regime.penalty(ctx), -log_prior_nu(m, 0.1, 0.5) / 50)
+
+
+def test_fused_forward_matches_the_unfused_path_and_reuses_importances_only_while_nu_stands():
+    """forward (one autograd node) = _run (plain autograd over Importance) in value and every
+    gradient (x included); the importance state is reused only while ν's values and the widths
+    stand, and the regime's θ list follows a resize."""
+    torch.manual_seed(0)
+    m = AdaptiveMLP(3, 4, 2, nu0=0.1, activation="leaky_relu").double()
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    params = [x, *m.parameters()]
+    fused = torch.autograd.grad(m(x).square().sum(), params)
+    plain = torch.autograd.grad(m._run(x, None).square().sum(), params)
+    for a, b in zip(fused, plain):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    m.update_widths()                                    # raw ν read on the host
+    state = m.importance_state()
+    assert m.importance_state() is state                 # nothing moved: reused
+    with torch.no_grad():
+        m.raw_nu.add_(0.0)                               # same values, new version: recomputed
+    assert m.importance_state() is not state
+    m.update_widths()
+    state = m.importance_state()
+    with torch.no_grad():
+        m.raw_nu.mul_(1.01)
+    assert m.importance_state() is not state
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    ctx = _ctx(m, opt, n_train=50)
+    regime = AWNNRegime(sigma_theta=1.0)
+    regime.before_training(ctx)
+    regime.penalty(ctx)
+    before = regime._theta_parameters(m, [m])
+    m.resize([w + 3 for w in m.widths], opt)
+    after = regime._theta_parameters(m, [m])
+    assert after is not before and [id(p) for p in after] == [id(p) for p in list(m.parameters())[1:]]
