@@ -31,35 +31,57 @@ def activate(kind: str, slope: float, z: torch.Tensor) -> torch.Tensor:
 
 def activation_grad(kind: str, slope: float, g: torch.Tensor, z: torch.Tensor,
                     a: torch.Tensor) -> torch.Tensor:
-    """dL/dz from dL/da for a = σ(z): autograd's own backward kernel of each activation."""
+    """dL/dz from dL/da for a = σ(z), written over g (a buffer the backward owns: no fresh
+    allocation of a large block, hence no page faults): autograd's own backward kernels."""
     if kind == "relu6":
-        return aten.hardtanh_backward(g, z, 0.0, 6.0)
+        return aten.hardtanh_backward.grad_input(g, z, 0.0, 6.0, grad_input=g)
     if kind == "relu":
-        return aten.threshold_backward(g, a, 0)
+        return aten.threshold_backward.grad_input(g, a, 0, grad_input=g)
     if kind == "leaky_relu":
-        return aten.leaky_relu_backward(g, z, slope, False)
+        return aten.leaky_relu_backward.grad_input(g, z, slope, False, grad_input=g)
     if kind == "tanh":
-        return aten.tanh_backward(g, a)
+        return aten.tanh_backward.grad_input(g, a, grad_input=g)
     if kind == "sigmoid":
-        return aten.sigmoid_backward(g, a)
+        return aten.sigmoid_backward.grad_input(g, a, grad_input=g)
     return g
 
 
+def _linear(h, w, b, batched: bool):
+    """h wᵀ + b: [N, in] x [out, in], or per member [S, N, in] x [S, out, in] (+ b [S, out])."""
+    if batched:
+        wt = w.transpose(1, 2)
+        return torch.bmm(h, wt) if b is None else torch.baddbmm(b.unsqueeze(1), h, wt)
+    return torch.mm(h, w.t()) if b is None else torch.addmm(b, h, w.t())
+
+
+def _weight_grad(g, h, batched: bool):
+    """gᵀ h, the gradient of the weight of a layer with input h and output gradient g; per
+    member in the orientation whose GEMM output is the wider one (as models/awnn/stacked.py)."""
+    if not batched:
+        return torch.mm(g.t(), h)
+    if h.shape[2] >= g.shape[2]:
+        return torch.bmm(g.transpose(1, 2), h)
+    return torch.bmm(h.transpose(1, 2), g).transpose(1, 2).contiguous()
+
+
 class AdaptiveForward(torch.autograd.Function):
-    """apply(x2d, raw_nu, module, *weights, *biases) -> [N, out]; x2d is [N, in]."""
+    """apply(x, raw_nu, module, *weights, *biases) -> the module's output. x: [N, in], or for a
+    stacked module (`module.batched`) [S, N, in] with weights [S, out, in] and biases [S, out]."""
 
     @staticmethod
     def forward(ctx, x, raw, module, *params):
-        n_w = module.num_hidden + 1
+        n_w, batched = module.num_hidden + 1, module.batched
         weights, biases = params[:n_w], params[n_w:]
         state = module.importance_state()
         fs = state.fs
         kind, slope = module.activation_name, module.slope
         h, hs, zs, scaled = x, [x], [], []
         for i in range(n_w):
-            w = weights[i] if i == 0 else weights[i] * fs[i - 1]
-            b = biases[i] if i < len(biases) else None
-            z = torch.addmm(b, h, w.t()) if b is not None else torch.mm(h, w.t())
+            if i == 0:
+                w = weights[0]
+            else:
+                w = weights[i] * (fs[i - 1].unsqueeze(1) if batched else fs[i - 1])
+            z = _linear(h, w, biases[i] if i < len(biases) else None, batched)
             scaled.append(w)
             if i < module.num_hidden:
                 h = activate(kind, slope, z)
@@ -67,29 +89,30 @@ class AdaptiveForward(torch.autograd.Function):
                 hs.append(h)
             else:
                 h = z
-        ctx.module_info = (kind, slope, n_w, len(biases))
+        ctx.module_info = (kind, slope, n_w, len(biases), batched)
         ctx.state, ctx.weights, ctx.scaled, ctx.hs, ctx.zs = state, weights, scaled, hs, zs
         return h
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
-        kind, slope, n_w, n_b = ctx.module_info
+        kind, slope, n_w, n_b, batched = ctx.module_info
         weights, scaled, hs, zs = ctx.weights, ctx.scaled, ctx.hs, ctx.zs
+        mm = torch.bmm if batched else torch.mm
         grad_w, grad_b, grad_f = [None] * n_w, [None] * n_b, [None] * (n_w - 1)
         grad_x = None
         for i in range(n_w - 1, -1, -1):
             if i < n_b:
-                grad_b[i] = g.sum(0)
-            gw = torch.mm(g.t(), hs[i])                       # ∂W_i' = g_iᵀ h_{i−1}
+                grad_b[i] = g.sum(-2)
+            gw = _weight_grad(g, hs[i], batched)              # ∂W_i' = g_iᵀ h_{i−1}
             if i:
                 f = ctx.state.fs[i - 1]
-                grad_w[i] = gw * f
-                grad_f[i - 1] = (gw * weights[i]).sum(0)
-                g = activation_grad(kind, slope, torch.mm(g, scaled[i]), zs[i - 1], hs[i])
+                grad_w[i] = gw * (f.unsqueeze(1) if batched else f)
+                grad_f[i - 1] = (gw * weights[i]).sum(-2)
+                g = activation_grad(kind, slope, mm(g, scaled[i]), zs[i - 1], hs[i])
             else:
                 grad_w[0] = gw
                 if ctx.needs_input_grad[0]:
-                    grad_x = torch.mm(g, scaled[0])
+                    grad_x = mm(g, scaled[0])
         grad_raw = ctx.state.grad_raw(grad_f) if ctx.needs_input_grad[1] else None
         return (grad_x, grad_raw, None, *grad_w, *grad_b)

@@ -138,6 +138,8 @@ class AdaptiveMLP(nn.Module):
         self._importance_cache = (seen[2], positions, state) if known else None
         return state
 
+    batched = False                         # models/awnn/fused.py: no member axis
+
     @property
     def slope(self) -> float:
         """leaky_relu's negative slope (0 for the other activations)."""

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.awnn.importance import Importance, softplus_host, target_width
+from models.awnn.fused import AdaptiveForward
+from models.awnn.importance import Importance, ImportanceState, softplus_host, target_width
 from models.awnn.mlp import AdaptiveMLP, grow_stds
 from models.awnn.storage import (draw_bias, draw_weight, fill_block, make_generator,
                                  move_optimizer_state, resized, state_tensors, swap_parameter)
@@ -95,13 +96,32 @@ class StackedAdaptiveMLP(nn.Module):
 
     def importances(self) -> tuple[torch.Tensor, ...]:
         """f(j; ν_iℓ) of every hidden layer, [S, C_ℓ] each, exactly 0 beyond member i's width."""
-        positions = [self._positions[:cap] if cap != len(self._positions) else self._positions
-                     for cap in self.capacities]
         return Importance.apply(self.raw_nu, self.nu_min, self.importance == "authors",
-                                positions, self.masks())
+                                self._capacity_positions(), self.masks())
+
+    batched = True                          # models/awnn/fused.py: leading member axis
+
+    @property
+    def slope(self) -> float:
+        """leaky_relu's negative slope (0 for the other activations)."""
+        return getattr(self.activation, "negative_slope", 0.0)
+
+    def importance_state(self) -> ImportanceState:
+        return ImportanceState(self.raw_nu, self.nu_min, self.importance == "authors",
+                               self._capacity_positions(), self.masks())
+
+    def _capacity_positions(self) -> list[torch.Tensor]:
+        return [self._positions[:cap] if cap != len(self._positions) else self._positions
+                for cap in self.capacities]
 
     # --- forward ----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch per member ([S, B, in]) runs as one autograd node (models/awnn/fused.py); a
+        shared batch takes the GEMM against all members' rows side by side."""
+        if x.ndim == 3 and x.stride(0) != 0:
+            weights, biases, keys = self.weight._parameters, self.bias._parameters, self._keys
+            return AdaptiveForward.apply(x, self.raw_nu, self, *[weights[k] for k in keys],
+                                         *[biases[k] for k in keys[:len(biases)]])
         fs = self.importances()
         weights, biases = self.weight._parameters, self.bias._parameters   # plain dict lookups
         h = x
