@@ -15,30 +15,31 @@ import torch.nn.functional as F
 aten = torch.ops.aten
 
 
-def activate(kind: str, slope: float, z: torch.Tensor) -> torch.Tensor:
+def activate_(kind: str, slope: float, z: torch.Tensor) -> torch.Tensor:
+    """σ(z), written over z (the pre-activation is not kept: `activation_grad` reads σ(z))."""
     if kind == "relu6":
-        return F.hardtanh(z, 0.0, 6.0)
+        return F.hardtanh(z, 0.0, 6.0, inplace=True)
     if kind == "relu":
-        return torch.relu(z)
+        return torch.relu_(z)
     if kind == "leaky_relu":
-        return F.leaky_relu(z, slope)
+        return F.leaky_relu(z, slope, inplace=True)
     if kind == "tanh":
-        return torch.tanh(z)
+        return torch.tanh_(z)
     if kind == "sigmoid":
-        return torch.sigmoid(z)
+        return torch.sigmoid_(z)
     return z
 
 
-def activation_grad(kind: str, slope: float, g: torch.Tensor, z: torch.Tensor,
-                    a: torch.Tensor) -> torch.Tensor:
-    """dL/dz from dL/da for a = σ(z), written over g (a buffer the backward owns: no fresh
-    allocation of a large block, hence no page faults): autograd's own backward kernels."""
+def activation_grad(kind: str, slope: float, g: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """dL/dz from dL/da, a = σ(z), written over g (a buffer the backward owns: no fresh allocation
+    of a large block, hence no page faults): autograd's own backward kernels, fed with a where
+    they read z: 0 < a < 6 ⇔ 0 < z < 6 for relu6, and a > 0 ⇔ z > 0 for leaky_relu (slope > 0)."""
     if kind == "relu6":
-        return aten.hardtanh_backward.grad_input(g, z, 0.0, 6.0, grad_input=g)
+        return aten.hardtanh_backward.grad_input(g, a, 0.0, 6.0, grad_input=g)
     if kind == "relu":
         return aten.threshold_backward.grad_input(g, a, 0, grad_input=g)
     if kind == "leaky_relu":
-        return aten.leaky_relu_backward.grad_input(g, z, slope, False, grad_input=g)
+        return aten.leaky_relu_backward.grad_input(g, a, slope, True, grad_input=g)
     if kind == "tanh":
         return aten.tanh_backward.grad_input(g, a, grad_input=g)
     if kind == "sigmoid":
@@ -75,7 +76,7 @@ class AdaptiveForward(torch.autograd.Function):
         state = module.importance_state()
         fs = state.fs
         kind, slope = module.activation_name, module.slope
-        h, hs, zs, scaled = x, [x], [], []
+        h, hs, scaled = x, [x], []
         for i in range(n_w):
             if i == 0:
                 w = weights[0]
@@ -83,21 +84,19 @@ class AdaptiveForward(torch.autograd.Function):
                 w = weights[i] * (fs[i - 1].unsqueeze(1) if batched else fs[i - 1])
             z = _linear(h, w, biases[i] if i < len(biases) else None, batched)
             scaled.append(w)
+            h = z
             if i < module.num_hidden:
-                h = activate(kind, slope, z)
-                zs.append(z)
+                h = activate_(kind, slope, z)
                 hs.append(h)
-            else:
-                h = z
         ctx.module_info = (kind, slope, n_w, len(biases), batched)
-        ctx.state, ctx.weights, ctx.scaled, ctx.hs, ctx.zs = state, weights, scaled, hs, zs
+        ctx.state, ctx.weights, ctx.scaled, ctx.hs = state, weights, scaled, hs
         return h
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
         kind, slope, n_w, n_b, batched = ctx.module_info
-        weights, scaled, hs, zs = ctx.weights, ctx.scaled, ctx.hs, ctx.zs
+        weights, scaled, hs = ctx.weights, ctx.scaled, ctx.hs
         mm = torch.bmm if batched else torch.mm
         grad_w, grad_b, grad_f = [None] * n_w, [None] * n_b, [None] * (n_w - 1)
         grad_x = None
@@ -109,7 +108,7 @@ class AdaptiveForward(torch.autograd.Function):
                 f = ctx.state.fs[i - 1]
                 grad_w[i] = gw * (f.unsqueeze(1) if batched else f)
                 grad_f[i - 1] = (gw * weights[i]).sum(-2)
-                g = activation_grad(kind, slope, mm(g, scaled[i]), zs[i - 1], hs[i])
+                g = activation_grad(kind, slope, mm(g, scaled[i]), hs[i])
             else:
                 grad_w[0] = gw
                 if ctx.needs_input_grad[0]:
