@@ -65,6 +65,19 @@ def _weight_grad(g, h, batched: bool):
     return torch.bmm(h.transpose(1, 2), g).transpose(1, 2).contiguous()
 
 
+def _workspace(workspace: dict, layer: int, like: torch.Tensor) -> torch.Tensor:
+    """A buffer shaped like `like`, kept across steps for the backward's gradient of hidden
+    layer `layer` (one per layer: the next layer's product reads it; used and released within
+    one backward): a large block is not allocated afresh each step."""
+    key = (layer, like.shape, like.dtype, like.device)
+    buffer = workspace.get(key)
+    if buffer is None:
+        if len(workspace) >= 16:                         # widths moved on: drop old shapes
+            workspace.clear()
+        buffer = workspace[key] = torch.empty_like(like, memory_format=torch.contiguous_format)
+    return buffer
+
+
 class AdaptiveForward(torch.autograd.Function):
     """apply(x, raw_nu, module, *weights, *biases) -> the module's output. x: [N, in], or for a
     stacked module (`module.batched`) [S, N, in] with weights [S, out, in] and biases [S, out]."""
@@ -90,6 +103,7 @@ class AdaptiveForward(torch.autograd.Function):
                 hs.append(h)
         ctx.module_info = (kind, slope, n_w, len(biases), batched)
         ctx.state, ctx.weights, ctx.scaled, ctx.hs = state, weights, scaled, hs
+        ctx.workspace = module.workspace
         return h
 
     @staticmethod
@@ -108,7 +122,8 @@ class AdaptiveForward(torch.autograd.Function):
                 f = ctx.state.fs[i - 1]
                 grad_w[i] = gw * (f.unsqueeze(1) if batched else f)
                 grad_f[i - 1] = (gw * weights[i]).sum(-2)
-                g = activation_grad(kind, slope, mm(g, scaled[i]), hs[i])
+                buffer = _workspace(ctx.workspace, i, hs[i])
+                g = activation_grad(kind, slope, mm(g, scaled[i], out=buffer), hs[i])
             else:
                 grad_w[0] = gw
                 if ctx.needs_input_grad[0]:

@@ -141,6 +141,13 @@ class AdaptiveMLP(nn.Module):
     batched = False                         # models/awnn/fused.py: no member axis
 
     @property
+    def workspace(self) -> dict:
+        """models/awnn/fused.py's backward buffer (not state: never saved or copied)."""
+        if "_workspace" not in self.__dict__:
+            self.__dict__["_workspace"] = {}
+        return self.__dict__["_workspace"]
+
+    @property
     def slope(self) -> float:
         """leaky_relu's negative slope (0 for the other activations)."""
         return getattr(self.activation, "negative_slope", 0.0)

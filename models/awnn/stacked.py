@@ -100,6 +100,7 @@ class StackedAdaptiveMLP(nn.Module):
                                 self._capacity_positions(), self.masks())
 
     batched = True                          # models/awnn/fused.py: leading member axis
+    workspace = AdaptiveMLP.workspace
 
     @property
     def slope(self) -> float:
