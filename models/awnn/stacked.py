@@ -28,6 +28,7 @@ from models.awnn.mlp import AdaptiveMLP, grow_stds
 from models.awnn.storage import (draw_bias, draw_weight, fill_block, make_generator,
                                  move_optimizer_state, resized, state_tensors, swap_parameter)
 
+SLICED_MEMBERS = 2          # members leaving a layer at once whose slices are zeroed one by one
 SHARED_SETTINGS = ("in_features", "out_features", "num_hidden", "k", "max_width", "init",
                    "grow_init", "importance", "activation_name", "has_out_bias", "nu_min")
 
@@ -164,7 +165,7 @@ class StackedAdaptiveMLP(nn.Module):
     def resize_members(self, targets: dict[int, list[int]], optimizer=None,
                        nus: list[list[float]] | None = None) -> None:
         """Members' hidden widths -> targets[i]. Leaving entries and their optimiser state are
-        zeroed for all members at once (masked fills); each growing member then draws its fresh
+        zeroed (`_zero_inactive`); each growing member then draws its fresh
         neurons from its own generator in the unstacked order."""
         targets = {i: [int(w) for w in widths] for i, widths in targets.items()
                    if [int(w) for w in widths] != self._widths[i]}
@@ -184,9 +185,9 @@ class StackedAdaptiveMLP(nn.Module):
         for i, widths in targets.items():
             self._widths[i] = widths
         self._rebuild_masks()
-        shrunk = [any(widths[layer] < old[i][layer] for i, widths in targets.items())
-                  for layer in range(self.num_hidden)]
-        self._zero_inactive(shrunk, optimizer)
+        leaving = [[(i, widths[layer], old[i][layer]) for i, widths in targets.items()
+                    if widths[layer] < old[i][layer]] for layer in range(self.num_hidden)]
+        self._zero_inactive(leaving, optimizer)
         for i, widths in targets.items():
             self._draw_member(i, old[i], widths, nus[i])
         for layer, cap in enumerate(self.capacities):          # every member far below: shrink
@@ -201,16 +202,23 @@ class StackedAdaptiveMLP(nn.Module):
         for layer, mask in enumerate(masks):
             torch.lt(self._positions[:mask.shape[1]], widths[:, layer, None], out=mask)
 
-    def _zero_inactive(self, shrunk: list[bool], optimizer) -> None:
-        """Zero every entry outside its member's active block (parameters and per-entry optimiser
-        state) of the tensors that a shrinking hidden layer touches."""
-        drops = [mask == 0 for mask in self.masks()]           # [S, C_ℓ] bool
-        for layer, done in enumerate(shrunk):
-            if not done:
+    def _zero_inactive(self, leaving: list[list[tuple]], optimizer) -> None:
+        """Zero the entries that shrinking members leave (parameters and per-entry optimiser
+        state). leaving[ℓ]: (member, new width, old width) of each member whose layer ℓ shrank.
+        Entries outside a member's block are zero already, so a few members' slices are zeroed
+        one by one; many at once, every inactive entry of the layer's tensors (masked fills)."""
+        for layer, members in enumerate(leaving):
+            if not members:
                 continue
-            drop = drops[layer]
-            for param, where in ((self.weight[layer], drop.unsqueeze(2)), (self.bias[layer], drop),
-                                 (self.weight[layer + 1], drop.unsqueeze(1))):
+            tensors = ((self.weight[layer], 1), (self.bias[layer], 1), (self.weight[layer + 1], 2))
+            if len(members) <= SLICED_MEMBERS:
+                for param, axis in tensors:
+                    for t in [param.data, *(s[k] for s, k in state_tensors(param, optimizer))]:
+                        for i, new, old in members:
+                            t[i].narrow(axis - 1, new, old - new).zero_()
+                continue
+            drop = self.masks()[layer] == 0                     # [S, C_ℓ] bool
+            for (param, axis), where in zip(tensors, (drop.unsqueeze(2), drop, drop.unsqueeze(1))):
                 param.data.masked_fill_(where, 0.0)
                 for state, key in state_tensors(param, optimizer):
                     state[key].masked_fill_(where, 0.0)
