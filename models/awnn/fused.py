@@ -4,8 +4,11 @@ out = W_L' h_L + b_L, h_ℓ = σ(W_ℓ' h_{ℓ−1} + b_ℓ), W_ℓ' = W_ℓ · 
 (the importance folded into the next layer's columns, as the unfused path does). Backward, with
 G_ℓ = g_ℓᵀ h_{ℓ−1} the gradient of W_ℓ': ∂W_ℓ = G_ℓ · diag(f), ∂f = Σ_rows G_ℓ ⊙ W_ℓ, ∂b_ℓ = Σ_batch g_ℓ,
 ∂h_{ℓ−1} = g_ℓ W_ℓ', then σ' (the same aten backward kernels autograd uses); ∂ν from ∂f through
-models/awnn/importance.py's closed form. The importances come from the module's cache
-(`AdaptiveMLP.importance_state`), recomputed only when ν or the widths change.
+models/awnn/importance.py's closed form. The importances come from the module
+(`AdaptiveMLP.importance_state`: cached while ν's values and the widths stand; a stack's are
+computed per step, masked per member). Stacks (`module.batched`) carry a leading member axis and
+run bmm / baddbmm. The activation is applied over the pre-activation and its backward kernels are
+fed σ(z); each hidden layer's backward gradient goes into a buffer the module keeps across steps.
 """
 from __future__ import annotations
 

@@ -16,9 +16,11 @@ in the module and in the optimiser's param groups and state (kept entries keep t
 entries start at zero; Adam's step count is kept), so the same optimiser object keeps working;
 code holding old Parameter references must re-read them (`storage_version` counts replacements).
 
-Per step: the importances of all layers are one autograd node with a closed-form backward, folded
-into the next layer's weight columns (eq. 14 as an [out, D] product instead of [batch, D]); the
-widths are decided on the host from the raw ν, read once per step. Stacks: models/awnn/stacked.py.
+Per step: the whole forward pass is one autograd node with a closed-form backward
+(models/awnn/fused.py); the importances are folded into the next layer's weight columns (eq. 14
+as an [out, D] product instead of [batch, D]) and reused while ν and the widths stand; the widths
+are decided on the host from the raw ν, read once per step. `_run` is the same function in plain
+autograd (hidden activations, tests). Stacks: models/awnn/stacked.py.
 
 `load_state_dict()` into any AdaptiveMLP with the same in/out features and depth (e.g. a fresh
 model at the config's initial width) resizes it first by swapping `.data`, keeping Parameter
