@@ -241,11 +241,11 @@ def test_multi30k_missing_files_named(tmp_path):
 
 
 def test_dataset_yaml_files_match_schemas():
-    from pathlib import Path
+    """Composed as a run composes them (nci1 / reddit_binary are presets of dataset=tu)."""
     from data import validate_dataset_config
-    conf = Path(__file__).resolve().parents[1] / "conf" / "dataset"
-    for name in ("imdb", "multi30k", "cifar10", "cifar100", "nci1", "reddit_binary"):
-        cfg = OmegaConf.load(conf / f"{name}.yaml")
+    from tests.helpers import compose_config
+    for name in ("imdb", "multi30k", "cifar10", "cifar100", "nci1", "reddit_binary", "tu"):
+        cfg = compose_config(f"dataset={name}").dataset
         assert cfg.name == name
         validate_dataset_config(cfg)  # raises on unknown keys or wrong types
 

@@ -42,15 +42,19 @@ class PlannedJob:
 # --------------------------------------------------------------------------- grids -> overrides
 def select(grids, only=None) -> dict:
     """The grids to run, by name: all of a list (named by position); of a mapping, those named
-    in `only` (all when None)."""
-    if isinstance(grids, dict):
+    in `only` (all when None). Only the chosen grids are resolved: a grid left out never needs
+    what its interpolations read (e.g. another sweep's learned widths)."""
+    def plain(grid):
+        return OmegaConf.to_container(grid, resolve=True) if OmegaConf.is_config(grid) else grid
+
+    if isinstance(grids, dict) or OmegaConf.is_dict(grids):
         unknown = sorted(set(only or []) - set(grids))
         if unknown:
             raise ValueError(f"hydra.sweeper.only={unknown} names no grid; grids: {list(grids)}")
-        return {name: g for name, g in grids.items() if only is None or name in only}
+        return {str(name): plain(grids[name]) for name in grids if only is None or name in only}
     if only is not None:
         raise ValueError("hydra.sweeper.only needs named grids (a mapping) in the experiment file")
-    return {str(i): g for i, g in enumerate(grids)}
+    return {str(i): plain(g) for i, g in enumerate(grids)}
 
 
 def expand_named(grids: dict, seeds: int, arguments: list[str], config_loader=None) -> list[tuple[str, list[str]]]:
@@ -197,7 +201,7 @@ def plan_experiment(experiment: str, overrides: list[str]) -> tuple[DictConfig, 
             base = compose("config", overrides=[f"experiment={experiment}", *fixed],
                            return_hydra_config=True)
             sweeper = base.hydra.sweeper
-            grids = OmegaConf.to_container(sweeper.grids, resolve=True) if "grids" in sweeper else []
+            grids = sweeper.grids if "grids" in sweeper else []
             only = sweeper.get("only")
             grids = select(grids, list(only) if only is not None else None)
             task = [f"experiment={experiment}", *(o for o in overrides if not o.startswith("hydra."))]

@@ -56,9 +56,7 @@ class GridSweeper(BasicSweeper):
         super().__init__(max_batch_size=max_batch_size, params=None)
         self.seeds, self.dry_run = seeds, dry_run
         self.only = list(only) if only is not None else None
-        if grids is not None and not isinstance(grids, (dict, list)):
-            grids = OmegaConf.to_container(grids, resolve=True)
-        self.grids = plan.select(grids or [], self.only)
+        self.grids = plan.select(grids if grids is not None else [], self.only)
 
     def sweep(self, arguments: list[str]) -> Any:
         tic = time.perf_counter()
