@@ -15,6 +15,7 @@ def fails_in_one_line(results, *overrides) -> str:
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and len(lines) == 1 and lines[0].startswith("config error:"), proc.stderr
     assert not (results / "runs").exists()      # no run record, no lock, no checkpoint
+    assert not [p for p in results.rglob("*") if p.is_file()]   # nor Hydra's log folder
     return lines[0]
 
 
