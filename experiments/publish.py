@@ -31,7 +31,7 @@ def _copy_record(src: Path, dst: Path) -> None:
 def publish(experiment: str, overrides: list[str], source: str = LOCAL, dry_run: bool = False,
             target: str = PUBLISHED) -> dict:
     """Returns counts: copied, already published, not ended (left out)."""
-    profile = next((o.split("=", 1)[1] for o in overrides if o.startswith("profile=")), "quick")
+    profile = plan.override_value(overrides, "profile", "quick")
     if resolve(source) == resolve(target):
         raise ValueError(f"--from {source}: that is the published folder itself")
     src_manifest = plan.manifest_path(source, experiment, profile, overrides)

@@ -29,12 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from data.paths import LOCAL, resolve  # noqa: E402
+from experiments.plan import override_value  # noqa: E402
 
 PLANNED = re.compile(r"grid sweeper: (\d+) jobs \((\d+) not finished\)")
-
-
-def _option(overrides: list[str], key: str, default: str) -> str:
-    return next((o.split("=", 1)[1] for o in overrides if o.startswith(f"{key}=")), default)
 
 
 def _command(item: dict, profile: str, extra: list[str]) -> list[str]:
@@ -117,8 +114,8 @@ def main(argv: list[str]) -> int:
     if args.item and args.item not in names:
         print(f"[gpu-queue] --item {args.item!r}; allowed: {names}", file=sys.stderr)
         return 2
-    data_root = _option(extra, "data.root", os.environ.get("BW_DATA_ROOT", "datasets"))
-    path, spent = _ledger(_option(extra, "run.results_dir", LOCAL))
+    data_root = override_value(extra, "data.root", os.environ.get("BW_DATA_ROOT", "datasets"))
+    path, spent = _ledger(override_value(extra, "run.results_dir", LOCAL))
     if args.list:
         _list(items, args.profile, extra, data_root, spent)
         return 0

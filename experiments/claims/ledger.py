@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 from data.paths import LOCAL, PUBLISHED, resolve
+from experiments import plan
 from experiments.claims.custom import CUSTOM
 from experiments.claims.declared import declared_rows
 from experiments.claims.output import write
@@ -43,7 +44,7 @@ def build(results_dir: str = PUBLISHED, out_dir: str | None = None) -> Path:
 def main(argv: list[str]) -> None:
     """`python -m experiments.claims [--local | run.results_dir=DIR]`."""
     default = LOCAL if "--local" in argv else PUBLISHED
-    results_dir = next((a.split("=", 1)[1] for a in argv if a.startswith("run.results_dir=")), default)
+    results_dir = plan.override_value(argv, "run.results_dir", default)
     try:
         build(results_dir)
     except (ValueError, FileNotFoundError) as err:

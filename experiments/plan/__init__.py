@@ -9,11 +9,11 @@ table looks for is the key the job wrote (one identity path).
 from experiments.plan.jobs import (PlannedJob, expand_named, finished, plan_experiment, plan_jobs,
                                    reuse_finished, select)
 from experiments.plan.manifest import (ABSENT, NOT_TABLE_KEYS, job_config, manifest, manifest_path,
-                                       merge_manifest, read_manifest, replace_table_spec, table_tag,
-                                       write_manifests)
+                                       merge_manifest, override_value, read_manifest, replace_table_spec,
+                                       table_tag, write_manifests)
 from experiments.plan.stacks import launches, stack_groups, stack_signature, write_stack_file
 
 __all__ = ["ABSENT", "NOT_TABLE_KEYS", "PlannedJob", "expand_named", "finished", "job_config",
-           "launches", "manifest", "manifest_path", "merge_manifest", "plan_experiment", "plan_jobs",
+           "launches", "manifest", "manifest_path", "merge_manifest", "override_value", "plan_experiment", "plan_jobs",
            "read_manifest", "replace_table_spec", "reuse_finished", "select", "stack_groups",
            "stack_signature", "table_tag", "write_manifests", "write_stack_file"]

@@ -21,6 +21,11 @@ from experiments.plan.jobs import PlannedJob, finished
 NOT_TABLE_KEYS = ("seed", "experiment", "profile", "run.", "data.", "logger.", "hydra.", "hydra/")
 
 
+def override_value(overrides: list[str], key: str, default: str) -> str:
+    """The value a command line gives `key` (`key=value` or `+key=value`), else `default`."""
+    return next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+") == key), default)
+
+
 def table_tag(cli_overrides: list[str]) -> str:
     kept = sorted(o for o in cli_overrides if not o.lstrip("+~").startswith(NOT_TABLE_KEYS))
     return hashlib.sha1(json.dumps(kept).encode()).hexdigest()[:8] if kept else ""

@@ -43,10 +43,6 @@ from experiments.tables.render import render
 __all__ = ["BuildTablesCallback", "Cell", "Job", "build", "build_cells", "load_jobs", "welch_interval"]
 
 
-def _option(overrides: list[str], key: str, default: str) -> str:
-    return next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+") == key), default)
-
-
 # Where this machine keeps things and how it logs: left out of a table's regenerate line, which
 # then reads the same on every clone (the reader adds data.root=... for their own data).
 MACHINE_KEYS = ("data.root", "run.results_dir", "run.threads", "run.progress")
@@ -68,16 +64,16 @@ def refresh_spec(experiment: str, overrides: list[str]) -> None:
     labels reach the table without a re-sweep)."""
     overrides = [o for o in overrides if not o.startswith("experiment=")]
     base, _ = plan.plan_experiment(experiment, overrides)
-    path = plan.manifest_path(_option(overrides, "run.results_dir", PUBLISHED), experiment,
-                              _option(overrides, "profile", "quick"), overrides)
+    path = plan.manifest_path(plan.override_value(overrides, "run.results_dir", PUBLISHED), experiment,
+                              plan.override_value(overrides, "profile", "quick"), overrides)
     plan.replace_table_spec(path, base.table)
 
 
 def build(experiment: str, overrides: list[str] | None = None) -> Path | None:
     """Rebuild the table of `experiment` for the sweep named by `overrides`."""
     overrides = [o for o in (overrides or []) if not o.startswith("experiment=")]
-    profile = _option(overrides, "profile", "quick")
-    results_dir = _option(overrides, "run.results_dir", PUBLISHED)
+    profile = plan.override_value(overrides, "profile", "quick")
+    results_dir = plan.override_value(overrides, "run.results_dir", PUBLISHED)
     manifest = plan.read_manifest(plan.manifest_path(results_dir, experiment, profile, overrides))
     spec = manifest.get("table")
     if spec is None:

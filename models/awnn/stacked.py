@@ -27,6 +27,7 @@ from models.awnn.importance import Importance, ImportanceState, softplus_host, t
 from models.awnn.mlp import AdaptiveMLP, grow_stds
 from models.awnn.storage import (draw_bias, draw_weight, fill_block, make_generator,
                                  move_optimizer_state, resized, state_tensors, swap_parameter)
+from models.stacked.base import batched_linear
 
 SLICED_MEMBERS = 2          # members leaving a layer at once whose slices are zeroed one by one
 SHARED_SETTINGS = ("in_features", "out_features", "num_hidden", "k", "max_width", "init",
@@ -131,9 +132,9 @@ class StackedAdaptiveMLP(nn.Module):
             w = weights[self._keys[i]]
             if i:
                 w = w * fs[i - 1].unsqueeze(1)              # AWNN eq. 14, folded as unstacked
-            h = self.activation(_batched_linear(h, w, biases[self._keys[i]]))
+            h = self.activation(batched_linear(h, w, biases[self._keys[i]]))
         out_bias = biases[self._keys[self.num_hidden]] if self.has_out_bias else None
-        return _batched_linear(h, weights[self._keys[self.num_hidden]] * fs[-1].unsqueeze(1), out_bias)
+        return batched_linear(h, weights[self._keys[self.num_hidden]] * fs[-1].unsqueeze(1), out_bias)
 
     # --- widths (Algorithm 1, per member) ---------------------------------------------------
     def host_nus(self, raw: list[list[float]] | None = None) -> list[list[float]]:
@@ -390,48 +391,6 @@ def capacity_for(width: int) -> int:
     rarely and the batched GEMMs carry at most ~2x the widest member (capacity shrinks when every
     member falls to half of it)."""
     return max(width + 1, math.ceil(1.25 * width))
-
-
-def _batched_linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-    """Member i: h[i] @ w[i]^T + b[i]. h [S, B, in] or a shared batch [B, in] (also an [S, B, in]
-    expanded from one batch): then one GEMM against all members' rows side by side."""
-    S = w.shape[0]
-    if h.ndim == 2 or h.stride(0) == 0:
-        shared = h if h.ndim == 2 else h[0]
-        out = F.linear(shared, w.flatten(0, 1), None if b is None else b.flatten())
-        return out.view(len(shared), S, w.shape[1]).transpose(0, 1)
-    return _BatchedLinear.apply(h, w, b)
-
-
-class _BatchedLinear(torch.autograd.Function):
-    """out[i] = h[i] @ w[i]^T + b[i] ([S, B, in], [S, out, in], [S, out] or None). Autograd's
-    own backward of baddbmm forms w's gradient as h^T @ g, a GEMM whose output is only `out`
-    columns wide ([S, in, B] @ [S, B, 2] for the classifier layer), several times slower on the
-    CPU than the same sums as g^T @ h; this backward takes the wide orientation."""
-
-    @staticmethod
-    def forward(ctx, h, w, b):
-        ctx.save_for_backward(h, w)
-        ctx.has_bias = b is not None
-        if b is None:
-            return torch.bmm(h, w.transpose(1, 2))
-        return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g):
-        h, w = ctx.saved_tensors
-        grad_h = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_h = torch.bmm(g, w)
-        if ctx.needs_input_grad[1]:
-            if w.shape[2] >= w.shape[1]:                       # in >= out: g^T @ h is the wide one
-                grad_w = torch.bmm(g.transpose(1, 2), h)
-            else:
-                grad_w = torch.bmm(h.transpose(1, 2), g).transpose(1, 2).contiguous()
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = g.sum(1)
-        return grad_h, grad_w, grad_b
 
 
 def _stack_padded(tensors: list[torch.Tensor], shape: tuple) -> torch.Tensor:

@@ -44,6 +44,17 @@ class _BatchedLinear(torch.autograd.Function):
         return grad_x, grad_w, grad_b
 
 
+def batched_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Member s: x[s] W[s]ᵀ + b[s]. x [S, B, in] is one batch per member; x [B, in], or an
+    [S, B, in] expanded from one batch (stride 0 on the member axis), is shared by all members:
+    one GEMM against the members' weights side by side."""
+    if x.ndim == 2 or x.stride(0) == 0:
+        shared = x if x.ndim == 2 else x[0]
+        out = F.linear(shared, weight.flatten(0, 1), None if bias is None else bias.flatten())  # [B, S * out]
+        return out.view(len(shared), weight.shape[0], weight.shape[1]).transpose(0, 1)
+    return _BatchedLinear.apply(x, weight, bias)
+
+
 class StackedLinear(nn.Module):
     """S independent Linear layers: weight [S, out, in], bias [S, out], as nn.Linear per member.
 
@@ -66,12 +77,7 @@ class StackedLinear(nn.Module):
         return cls(weight, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim == 2 or x.stride(0) == 0:
-            shared = x if x.ndim == 2 else x[0]
-            bias = self.bias.flatten() if self.bias is not None else None
-            out = F.linear(shared, self.weight.flatten(0, 1), bias)          # [B, S * out]
-            return out.view(len(shared), self.members, self.out_features).transpose(0, 1)
-        return _BatchedLinear.apply(x, self.weight, self.bias)
+        return batched_linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return (f"members={self.members}, in_features={self.in_features}, "
