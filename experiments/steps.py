@@ -17,6 +17,7 @@ from torch import nn
 from experiments.regimes.penalty import Penalty
 from experiments.train import Members
 from models import build_model, stack_built
+from models.awnn import flat_optimizer_state
 
 
 def dtype_of(cfg) -> torch.dtype:
@@ -43,7 +44,8 @@ class OneModel:
 
     def load_member_state(self, ctx, i: int, saved: dict) -> None:
         ctx.model.load_state_dict(saved["model"])
-        ctx.optimizer.load_state_dict(saved["optimizer"])
+        ctx.optimizer.load_state_dict(flat_optimizer_state(ctx.model, ctx.optimizer,
+                                                           saved["optimizer"]))
 
     def load_order(self, size: int) -> list[int]:
         return list(range(size))
@@ -92,7 +94,8 @@ class StackedModels(OneModel):
 
     def load_member_state(self, ctx, i: int, saved: dict) -> None:
         ctx.model.load_member_state_dict(i, saved["model"])
-        ctx.model.load_member_optimizer_state(ctx.optimizer, i, saved["optimizer"])
+        ctx.model.load_member_optimizer_state(
+            ctx.optimizer, i, flat_optimizer_state(ctx.model, ctx.optimizer, saved["optimizer"]))
 
     def load_order(self, size: int) -> list[int]:
         return list(reversed(range(size)))   # member 0 last: its lr is the stack's

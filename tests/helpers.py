@@ -92,3 +92,10 @@ def run_killed(evaluator: str, after: int, *overrides: str) -> subprocess.Comple
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-c", KILL_MID_RUN, evaluator, str(after), *overrides],
                           env=env, capture_output=True, text=True, timeout=600)
+
+
+def per_piece(m, tensors) -> list:
+    """Tensors aligned with an AdaptiveMLP's parameters (raw_nu, θ) as (raw_nu, W_0, ..., b_0, ...):
+    θ's flat layout cut into its weights and biases (models/awnn/layout.py)."""
+    raw, theta = tensors
+    return [raw, *m.layout.views(theta)]

@@ -17,9 +17,9 @@ from omegaconf import OmegaConf
 from experiments.regimes.awnn import AWNNRegime
 from experiments.regimes.base import RunContext
 from models import build_model
-from models.awnn import (AdaptiveMLP, adaptive_modules, importance, log_prior_nu,
-                         log_prior_theta, sum_sq_importance, truncate, truncate_to_accuracy,
-                         update_widths, width_for)
+from models.awnn import (AdaptiveMLP, adaptive_modules, flat_optimizer_state, importance,
+                         log_prior_nu, log_prior_theta, sum_sq_importance, truncate,
+                         truncate_to_accuracy, update_widths, width_for)
 from models.awnn.importance import softplus_host
 from models.fcn import FCN
 from tests.awnn_steps import plus_penalty
@@ -154,13 +154,16 @@ def test_optimizer_state_survives_resize(make_opt, keys):
     opt = make_opt(m.parameters())
     _train_steps(m, opt)
     d = m.widths[0]
-    saved = {k: (opt.state[m.weight[0]][k].clone(), opt.state[m.weight[1]][k].clone()) for k in keys}
-    m.resize([4 * d], opt)                       # parameters are replaced, in the optimiser too
-    w_in, w_out = m.weight[0], m.weight[1]
+    def state(k):                                # (W_0, W_1) of the optimiser's state `k`
+        return tuple(m.layout.views(opt.state[m.theta][k])[:2])
+
+    saved = {k: tuple(t.clone() for t in state(k)) for k in keys}
+    m.resize([4 * d], opt)                       # θ is replaced, in the optimiser too
+    w_in = m.weight[0]
     assert w_in.shape[0] == 4 * d
     assert [id(p) for p in opt.param_groups[0]["params"]] == [id(p) for p in m.parameters()]
     for k in keys:
-        s_in, s_out = opt.state[w_in][k], opt.state[w_out][k]
+        s_in, s_out = state(k)
         assert s_in.shape == w_in.shape
         assert torch.equal(s_in[:d], saved[k][0][:d]) and torch.equal(s_out[:, :d], saved[k][1][:, :d])
         assert s_in[d:].abs().max() == 0 and s_out[:, d:].abs().max() == 0
@@ -169,10 +172,10 @@ def test_optimizer_state_survives_resize(make_opt, keys):
     m.resize([half], opt)
     _assert_exact_storage(m, opt)
     m.resize([d], opt)                           # regrown neurons start with zero state
-    w_in, w_out = m.weight[0], m.weight[1]
     for k in keys:
-        assert opt.state[w_in][k][half:d].abs().max() == 0
-        assert opt.state[w_out][k][:, half:d].abs().max() == 0
+        s_in, s_out = state(k)
+        assert s_in[half:d].abs().max() == 0
+        assert s_out[:, half:d].abs().max() == 0
     _train_steps(m, opt)
     _assert_exact_storage(m, opt)
 
@@ -474,3 +477,49 @@ def test_fused_forward_matches_the_unfused_path_and_reuses_importances_only_whil
     m.resize([w + 3 for w in m.widths], opt)
     after = regime._theta_parameters(m, [m])
     assert after is not before and [id(p) for p in after] == [id(p) for p in list(m.parameters())[1:]]
+
+
+def _per_piece_optimizer_state(m: AdaptiveMLP, saved: dict) -> dict:
+    """`saved` as an optimiser over (raw_nu, W_0, ..., b_0, ...) held it: the format before θ."""
+    n = len(m.layout.shapes)
+    state, groups, new_id = {}, [], 0
+    for group in saved["param_groups"]:
+        ids = []
+        for pid in group["params"]:
+            entry = saved["state"][pid]
+            flat = entry["exp_avg"].shape != (m.num_hidden,)
+            for k in range(n if flat else 1):
+                state[new_id] = {key: m.layout.views(v)[k].clone() if flat and v.ndim else v
+                                 for key, v in entry.items()}
+                ids.append(new_id)
+                new_id += 1
+        groups.append({**group, "params": ids})
+    return {"state": state, "param_groups": groups}
+
+
+@pytest.mark.parametrize("split_nu", [False, True])
+def test_pre_flat_optimizer_state_loads(split_nu):
+    """An optimiser state saved when every weight and bias was its own parameter loads into the
+    flat θ (checkpoints written before the flat layout resume)."""
+    torch.manual_seed(0)
+    m = AdaptiveMLP(3, 2, 2, nu0=0.1)
+
+    def adam(model):
+        params = [model.theta, model.raw_nu] if split_nu else list(model.parameters())
+        groups = [{"params": params[:1]}, {"params": params[1:], "lr": 0.0}] if split_nu \
+            else [{"params": params}]
+        return torch.optim.Adam(groups, lr=1e-2)
+
+    opt = adam(m)
+    _train_steps(m, opt)
+    saved = opt.state_dict()
+    old = _per_piece_optimizer_state(m, saved)
+    assert sum(len(g["params"]) for g in old["param_groups"]) == 2 + len(m.layout.shapes) - 1
+    fresh = AdaptiveMLP(3, 2, 2, nu0=0.1)
+    fresh.load_state_dict(m.state_dict())
+    fresh_opt = adam(fresh)
+    fresh_opt.load_state_dict(flat_optimizer_state(fresh, fresh_opt, old))
+    for p, q in zip(m.parameters(), fresh.parameters()):
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(opt.state[p][key], fresh_opt.state[q][key])
+    assert flat_optimizer_state(fresh, fresh_opt, saved) is saved      # today's format: as is

@@ -18,6 +18,7 @@ from experiments.regimes.awnn import AWNNRegime
 from experiments.regimes.base import RunContext
 from models.awnn import AdaptiveMLP, Importance, importance, theta_penalty
 from tests.awnn_steps import plus_penalty
+from tests.helpers import per_piece
 
 ACTS = {"relu6": lambda z: z.clamp(0.0, 6.0), "relu": torch.relu, "tanh": torch.tanh}
 GAIN = {"relu6": 2.0, "relu": 2.0, "tanh": 25.0 / 9.0}
@@ -214,8 +215,8 @@ def test_forward_and_gradients_match_reference(convention, num_hidden, activatio
     out = m(x)
     torch.testing.assert_close(out, ref.forward(x, ref.params()), rtol=1e-12, atol=1e-14)
     loss = F.cross_entropy(out, y) + theta_penalty(list(m.parameters())[1:], 0.5 / (3.0 ** 2 * 100))
-    grads = torch.autograd.grad(loss, list(m.parameters()))
-    for g, r in zip(grads, ref.grads(x, y, 3.0, 100)):
+    grads = per_piece(m, torch.autograd.grad(loss, list(m.parameters())))
+    for g, r in zip(grads, ref.grads(x, y, 3.0, 100), strict=True):
         torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-13)
 
 
@@ -257,10 +258,11 @@ def test_training_matches_reference_through_growth_and_shrink(convention, grow_i
         ref.update_widths()
         assert widths == ref.widths, f"step {step}"
         seen.append(sum(widths))
-        for p, r in zip(m.parameters(), ref.params()):
+        for p, r in zip(per_piece(m, list(m.parameters())), ref.params(), strict=True):
             torch.testing.assert_close(p.detach(), r, rtol=1e-9, atol=1e-11)
     moves = [b - a for a, b in zip(seen, seen[1:])]
     assert min(moves) < 0 < max(moves)            # the widths shrank and grew
-    for k, p in enumerate(m.parameters()):
-        torch.testing.assert_close(opt.state[p]["exp_avg"], ref.m[k], rtol=1e-9, atol=1e-12)
-        torch.testing.assert_close(opt.state[p]["exp_avg_sq"], ref.v[k], rtol=1e-9, atol=1e-15)
+    for key, want in (("exp_avg", ref.m), ("exp_avg_sq", ref.v)):
+        got = per_piece(m, [opt.state[p][key] for p in m.parameters()])
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12 if key == "exp_avg" else 1e-15)

@@ -220,5 +220,5 @@ class AWNNRegime(Regime):
 
 
 def _own_theta(module) -> list[torch.Tensor]:
-    """An adaptive module's weights and biases, in key order (a resize keeps the keys)."""
-    return [*module.weight._parameters.values(), *module.bias._parameters.values()]
+    """An adaptive module's weights and biases: its flat θ (models/awnn/layout.py)."""
+    return [module.theta]

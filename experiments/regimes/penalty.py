@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from experiments.regimes.base import Regime, RunContext
-from models.stacked import member_weight_penalty
+from models.stacked import member_weight_penalty, weight_matrices
 
 
 class Penalty(Regime):
@@ -20,7 +20,7 @@ class Penalty(Regime):
         if hasattr(ctx.model, "members"):      # a stack: the sum of its members' penalties
             return member_weight_penalty(ctx.model, self.p, self.coeff)
         # Parameters are re-read every step: AWNN may replace them when a layer resizes.
-        weights = [w for w in ctx.model.parameters() if w.ndim > 1 and w.requires_grad]
+        weights = weight_matrices(ctx.model)
         if self.p == 1:
             return self.coeff * sum(w.abs().sum() for w in weights)
         return self.coeff * sum(w.pow(2).sum() for w in weights)

@@ -9,15 +9,15 @@ from models.awnn.importance import (IMPORTANCES, Importance, importance, sum_sq_
                                     target_width, width_for)
 from models.awnn.mlp import GAINS, GROW_INITS, INITS, AdaptiveMLP
 from models.awnn.stacked import StackedAdaptiveClassifier, StackedAdaptiveMLP, stack_adaptive
-from models.awnn.training import (adaptive_modules, add_theta_prior_grad, log_prior_nu,
-                                  log_prior_theta, theta_parameters, theta_penalty, truncate,
-                                  truncate_to_accuracy, update_widths)
+from models.awnn.training import (adaptive_modules, add_theta_prior_grad, flat_optimizer_state,
+                                  log_prior_nu, log_prior_theta, theta_parameters, theta_penalty,
+                                  truncate, truncate_to_accuracy, update_widths)
 
 REGISTERED = {"awnn_mlp": ("AdaptiveMLPConfig", "build")}   # the model registry (models/__init__.py)
 stack_members = stack_adaptive                                 # stackable (docs/STACKING.md)
 
 __all__ = ["AdaptiveMLP", "AdaptiveMLPConfig", "GAINS", "GROW_INITS", "IMPORTANCES", "INITS",
            "Importance", "StackedAdaptiveClassifier", "StackedAdaptiveMLP", "adaptive_modules",
-           "add_theta_prior_grad", "build", "importance", "log_prior_nu", "log_prior_theta",
+           "add_theta_prior_grad", "build", "flat_optimizer_state", "importance", "log_prior_nu", "log_prior_theta",
            "stack_adaptive", "sum_sq_importance", "target_width", "theta_parameters",
            "theta_penalty", "truncate", "truncate_to_accuracy", "update_widths", "width_for"]

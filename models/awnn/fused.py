@@ -82,12 +82,15 @@ def _workspace(workspace: dict, layer: int, like: torch.Tensor) -> torch.Tensor:
 
 
 class AdaptiveForward(torch.autograd.Function):
-    """apply(x, raw_nu, module, *weights, *biases) -> the module's output. x: [N, in], or for a
-    stacked module (`module.batched`) [S, N, in] with weights [S, out, in] and biases [S, out]."""
+    """apply(x, raw_nu, module, theta) -> the module's output. x: [N, in], or for a stacked
+    module (`module.batched`) [S, N, in]; theta: the module's flat weights and biases
+    (models/awnn/layout.py), read through `module.pieces()` (weights [S, out, in], biases
+    [S, out] on a stack); its gradient is returned flat in the same layout."""
 
     @staticmethod
-    def forward(ctx, x, raw, module, *params):
+    def forward(ctx, x, raw, module, theta):
         n_w, batched = module.num_hidden + 1, module.batched
+        params = module.pieces()
         weights, biases = params[:n_w], params[n_w:]
         state = module.importance_state()
         fs = state.fs
@@ -105,6 +108,7 @@ class AdaptiveForward(torch.autograd.Function):
                 h = activate_(kind, slope, z)
                 hs.append(h)
         ctx.module_info = (kind, slope, n_w, len(biases), batched)
+        ctx.layout = module.layout
         ctx.state, ctx.weights, ctx.scaled, ctx.hs = state, weights, scaled, hs
         ctx.workspace = module.workspace
         return h
@@ -132,4 +136,4 @@ class AdaptiveForward(torch.autograd.Function):
                 if ctx.needs_input_grad[0]:
                     grad_x = mm(g, scaled[0])
         grad_raw = ctx.state.grad_raw(grad_f) if ctx.needs_input_grad[1] else None
-        return (grad_x, grad_raw, None, *grad_w, *grad_b)
+        return grad_x, grad_raw, None, ctx.layout.pack(grad_w + grad_b)

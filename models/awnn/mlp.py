@@ -40,8 +40,8 @@ from models.awnn.fused import AdaptiveForward
 from models.awnn.importance import (Importance, ImportanceState, check_convention,
                                     inverse_softplus, softplus_host, sum_sq_importance,
                                     target_width, width_for)
-from models.awnn.storage import (draw_bias, draw_weight, make_generator, move_optimizer_state,
-                                 resized_with, swap_parameter)
+from models.awnn.layout import FlatLayout, Relayout, mlp_shapes
+from models.awnn.storage import draw_bias, draw_weight, make_generator, move_optimizer_state
 
 INITS = ("kaiming_plus", "kaiming")
 GROW_INITS = ("layer", "normal")
@@ -87,13 +87,11 @@ class AdaptiveMLP(nn.Module):
         self.nu_min = -math.log1p(-k) / (max_width - 1) if max_width is not None else 0.0
         self.raw_nu = nn.Parameter(torch.full((num_hidden,), inverse_softplus(nu0 - self.nu_min)))
         self._widths = [width0] * num_hidden
-        sizes = [in_features, *self._widths, out_features]
-        self.weight = nn.ParameterList(
-            nn.Parameter(torch.zeros(b, a)) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.bias = nn.ParameterList(
-            nn.Parameter(torch.zeros(b)) for b in sizes[1:-1] + ([out_features] if out_bias else []))
         self.has_out_bias = out_bias
-        self._keys = [str(i) for i in range(num_hidden + 1)]   # ParameterList keys (forward pass)
+        self.layout = self._layout_for(self._widths)
+        self.theta = nn.Parameter(torch.zeros(self.layout.numel))    # models/awnn/layout.py
+        self._relayout = Relayout()
+        self._views: tuple | None = None          # (θ, its data_ptr, detached piece views)
         self.register_buffer("_positions", torch.arange(width0, dtype=self.raw_nu.dtype),
                              persistent=False)
         self.generator = make_generator()   # growth draws; seeded before the init draws below
@@ -108,6 +106,33 @@ class AdaptiveMLP(nn.Module):
     @property
     def widths(self) -> list[int]:
         return list(self._widths)
+
+    # --- storage: θ = [W_0 | ... | W_L | b_0 | ...] (models/awnn/layout.py) -------------------
+    def _layout_for(self, widths: list[int]) -> FlatLayout:
+        return FlatLayout(mlp_shapes(self.in_features, widths, self.out_features, self.has_out_bias))
+
+    @property
+    def weight(self) -> tuple[torch.Tensor, ...]:
+        """W_ℓ, [D_{ℓ+1}, D_ℓ] for ℓ = 0..L: views of θ (differentiable in grad mode)."""
+        return tuple(self.layout.views(self.theta)[:self.num_hidden + 1])
+
+    @property
+    def bias(self) -> tuple[torch.Tensor, ...]:
+        """b_ℓ of every hidden layer, then the output bias if any: views of θ."""
+        return tuple(self.layout.views(self.theta)[self.num_hidden + 1:])
+
+    def weight_matrices(self) -> tuple[torch.Tensor, ...]:
+        """The weights an L1/L2 penalty sees (models/stacked/losses.py weight_matrices)."""
+        return self.weight
+
+    def pieces(self) -> list[torch.Tensor]:
+        """Detached views of θ's weights and biases (the fused forward pass reads them), kept
+        while θ and its storage stand."""
+        theta, views = self.theta, self._views
+        if views is None or views[0] is not theta or views[1] != theta.data_ptr():
+            views = (theta, theta.data_ptr(), self.layout.views(theta.detach()))
+            self.__dict__["_views"] = views                 # see `update_widths`
+        return views[2]
 
     def nus(self) -> torch.Tensor:
         """ν of every hidden layer as the forward pass uses it (differentiable)."""
@@ -137,7 +162,7 @@ class AdaptiveMLP(nn.Module):
             return cache[2]
         state = ImportanceState(raw, self.nu_min, self.importance == "authors", positions,
                                 self._no_masks)
-        self._importance_cache = (seen[2], positions, state) if known else None
+        self.__dict__["_importance_cache"] = (seen[2], positions, state) if known else None
         return state
 
     batched = False                         # models/awnn/fused.py: no member axis
@@ -159,8 +184,8 @@ class AdaptiveMLP(nn.Module):
         buffer change)."""
         base, cached = self._positions, self._layer_positions
         if cached is None or cached[0] is not base:
-            cached = self._layer_positions = (
-                base, [base if w == len(base) else base[:w] for w in self._widths])
+            cached = (base, [base if w == len(base) else base[:w] for w in self._widths])
+            self.__dict__["_layer_positions"] = cached
         return cached[1]
 
     # --- init -------------------------------------------------------------------------------
@@ -179,24 +204,22 @@ class AdaptiveMLP(nn.Module):
     # --- forward ----------------------------------------------------------------------------
     def _run(self, x: torch.Tensor, collect: list | None) -> torch.Tensor:
         fs = self.importances()
-        weights, biases = self.weight._parameters, self.bias._parameters   # plain dict lookups
+        weights, biases = self.weight, self.bias
         h = x
         for i in range(self.num_hidden):
             # AWNN eq. 14, h_{ℓ−1} ⊙ f(·; ν_{ℓ−1}) folded into the columns of W_ℓ: one [out, D]
             # product instead of one [batch, D] product
-            w = weights[self._keys[i]] if i == 0 else weights[self._keys[i]] * fs[i - 1]
-            h = self.activation(F.linear(h, w, biases[self._keys[i]]))
+            w = weights[i] if i == 0 else weights[i] * fs[i - 1]
+            h = self.activation(F.linear(h, w, biases[i]))
             if collect is not None:
                 collect.append(h)
-        out_bias = biases[self._keys[self.num_hidden]] if self.has_out_bias else None
-        return F.linear(h, weights[self._keys[self.num_hidden]] * fs[-1], out_bias)
+        out_bias = biases[self.num_hidden] if self.has_out_bias else None
+        return F.linear(h, weights[self.num_hidden] * fs[-1], out_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The same function as `_run`, as one autograd node (models/awnn/fused.py)."""
-        weights, biases, keys = self.weight._parameters, self.bias._parameters, self._keys
         flat = x if x.ndim == 2 else x.reshape(-1, self.in_features)
-        out = AdaptiveForward.apply(flat, self.raw_nu, self, *[weights[k] for k in keys],
-                                    *[biases[k] for k in keys[:len(biases)]])
+        out = AdaptiveForward.apply(flat, self.raw_nu, self, self.theta)
         return out if x.ndim == 2 else out.reshape(*x.shape[:-1], self.out_features)
 
     def hidden_activations(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -212,7 +235,8 @@ class AdaptiveMLP(nn.Module):
         `raw`: the current raw ν already on the host (else read here: one device sync)."""
         if raw is None:
             raw = self.raw_nu.detach().tolist()
-        self._raw_seen = (self.raw_nu, self.raw_nu._version, raw)
+        # per-step caches are plain attributes, written past nn.Module.__setattr__'s checks
+        self.__dict__["_raw_seen"] = (self.raw_nu, self.raw_nu._version, raw)
         nus = self.host_nus(raw)
         target = self.target_widths(nus)
         if target == self._widths:
@@ -234,26 +258,37 @@ class AdaptiveMLP(nn.Module):
         if new_widths == self._widths:
             return
         nus = self.host_nus() if nus is None else nus
+        layout = self._layout_for(new_widths)
+        fresh = self._draw_fresh(new_widths, nus)
+        index, n_fresh = self._relayout.index(self.layout, layout, self.grow_init == "normal",
+                                              self.theta.device)
+        old, move = self.theta, self._relayout.apply
+        new = nn.Parameter(move(old.detach(), index, fresh, n_fresh), requires_grad=old.requires_grad)
+        self._parameters["theta"] = new     # a new Parameter: see storage.swap_parameter
+        move_optimizer_state(optimizer, [(old, new, lambda s: move(s, index, None, n_fresh))])
+        # plain attributes, set past nn.Module.__setattr__'s checks (a resize may run every step)
+        self.__dict__.update(_widths=new_widths, layout=layout, _layer_positions=None,
+                             storage_version=self.storage_version + 1)
+        self._ensure_positions(max(new_widths))
+
+    def _draw_fresh(self, new_widths: list[int], nus: list[float]) -> torch.Tensor | None:
+        """Fresh entries for `new_widths` drawn in the canonical order (storage.py), laid out in
+        θ's piece order (models/awnn/layout.py gather_index); None if nothing grows."""
         old = [self.in_features, *self._widths, self.out_features]
         new = [self.in_features, *new_widths, self.out_features]
-        moves = []
+        weights, biases = [], []
+        dtype = self.theta.dtype
         for layer in range(self.num_hidden + 1):
             old_shape, new_shape = (old[layer + 1], old[layer]), (new[layer + 1], new[layer])
-            if old_shape == new_shape:
+            if new_shape[0] <= old_shape[0] and new_shape[1] <= old_shape[1]:
                 continue
-            grows = new_shape[0] > old_shape[0] or new_shape[1] > old_shape[1]
-            std, bias_std = grow_stds(self, layer, new_widths, nus) if grows else (0.0, 0.0)
-            dtype = self.weight._parameters[self._keys[layer]].dtype
+            std, bias_std = grow_stds(self, layer, new_widths, nus)
             rows, cols = draw_weight(old_shape, new_shape, std, self.generator, dtype)
-            moves.append(_replace(self.weight, layer, old_shape, new_shape, rows, cols))
+            weights += [t.reshape(-1) for t in (rows, cols) if t is not None]
             if layer < self.num_hidden:
                 fresh = draw_bias(old_shape[0], new_shape[0], bias_std, self.generator, dtype)
-                moves.append(_replace(self.bias, layer, old_shape[:1], new_shape[:1], fresh, None))
-        move_optimizer_state(optimizer, moves)
-        self._widths = new_widths
-        self._layer_positions = None
-        self.storage_version += 1
-        self._ensure_positions(max(new_widths))
+                biases += [fresh] if fresh is not None else []
+        return torch.cat(weights + biases) if weights or biases else None
 
     def _ensure_positions(self, n: int) -> None:
         if len(self._positions) < n:
@@ -266,19 +301,35 @@ class AdaptiveMLP(nn.Module):
     def set_extra_state(self, state: dict) -> None:
         self.generator.set_state(state["grow_rng"].detach().cpu())
 
+    def piece_names(self) -> list[str]:
+        """State-dict keys of θ's pieces ("weight.ℓ", "bias.ℓ"; the format before θ was flat)."""
+        return ([f"weight.{i}" for i in range(self.num_hidden + 1)]
+                + [f"bias.{i}" for i in range(len(self.layout.shapes) - self.num_hidden - 1)])
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        theta = destination.pop(prefix + "theta")
+        extra = destination.pop(prefix + "_extra_state", None)
+        for name, view in zip(self.piece_names(), self.layout.views(theta)):
+            destination[prefix + name] = view
+        if extra is not None:
+            destination[prefix + "_extra_state"] = extra
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # A saved model may have other widths: resize storage in place (same Parameter objects).
         legacy = state_dict.pop(prefix + "width_state", None)   # capacity-sized format, pre-2026-11
         if legacy is not None:
             _trim_legacy(state_dict, prefix, [int(w) for w in legacy.tolist()], self)
-        for name, p in self.named_parameters():
-            saved = state_dict.get(prefix + name)
-            if saved is not None and saved.shape != p.shape:
-                p.data = p.data.new_zeros(saved.shape)
-                p.grad = None
-        weights = [state_dict.get(prefix + f"weight.{i}") for i in range(self.num_hidden)]
-        if all(w is not None for w in weights):
-            self._widths = [int(w.shape[0]) for w in weights]
+        keys = [prefix + name for name in self.piece_names()]
+        if all(k in state_dict for k in keys):
+            pieces = [state_dict.pop(k) for k in keys]
+            widths = [int(w.shape[0]) for w in pieces[:self.num_hidden]]
+            self.layout = self._layout_for(widths)
+            state_dict[prefix + "theta"] = self.layout.pack(pieces)
+            if self.theta.shape != (self.layout.numel,):
+                self.theta.data = self.theta.data.new_zeros(self.layout.numel)
+                self.theta.grad = None
+            self._widths = widths
             self._layer_positions = None
             self._ensure_positions(max(self._widths))
         state_dict.setdefault(prefix + "_extra_state", self.get_extra_state())  # pre-generator files
@@ -305,13 +356,6 @@ def grow_stds(m, layer: int, widths: list[int], nus: list[float]) -> tuple[float
     if m.grow_init == "normal":
         return 1.0, 1.0
     return layer_std(layer, m.in_features, widths, nus, m.gain, m.init, m.importance), 0.0
-
-
-def _replace(params: nn.ParameterList, index: int, old: tuple, new: tuple, rows, cols) -> tuple:
-    """params[index]: active block old -> new with fresh rows/cols; returns the optimiser move."""
-    value = resized_with(params._parameters[str(index)].detach(), old, new, rows, cols)
-    before, after = swap_parameter(params, index, value)
-    return before, after, lambda s: resized_with(s, old, new)
 
 
 def _trim_legacy(state_dict: dict, prefix: str, widths: list[int], m: AdaptiveMLP) -> None:

@@ -25,18 +25,21 @@ from torch import nn
 from models.awnn.fused import AdaptiveForward
 from models.awnn.importance import Importance, ImportanceState, softplus_host, target_width
 from models.awnn.mlp import AdaptiveMLP, grow_stds
+from models.awnn.layout import FlatLayout, Relayout, mlp_shapes
 from models.awnn.storage import (draw_bias, draw_weight, fill_block, make_generator,
-                                 move_optimizer_state, resized, state_tensors, swap_parameter)
+                                 move_optimizer_state, resized, state_tensors)
 from models.stacked.base import batched_linear
 
 SLICED_MEMBERS = 2          # members leaving a layer at once whose slices are zeroed one by one
+SHRINK_AT = 0.64            # capacity shrinks when every member is below this share of it (1.25²)
 SHARED_SETTINGS = ("in_features", "out_features", "num_hidden", "k", "max_width", "init",
                    "grow_init", "importance", "activation_name", "has_out_bias", "nu_min")
 
 
 class StackedAdaptiveMLP(nn.Module):
-    """S AdaptiveMLP members: raw_nu [S, L], weight.ℓ [S, rows, cols], bias.ℓ [S, rows], in each
-    member's parameter order. Input [S, B, in] (a batch per member) or [B, in] (shared)."""
+    """S AdaptiveMLP members: raw_nu [S, L] and θ [S, P], each member's weights and biases at the
+    shared capacities (models/awnn/layout.py; `weight[ℓ]` [S, rows, cols] and `bias[ℓ]` [S, rows]
+    are views). Input [S, B, in] (a batch per member) or [B, in] (shared)."""
 
     def __init__(self, members: list[AdaptiveMLP]):
         super().__init__()
@@ -53,20 +56,18 @@ class StackedAdaptiveMLP(nn.Module):
         for s in SHARED_SETTINGS:
             setattr(self, s, getattr(first, s))
         self.members = len(members)
-        self._keys = list(first._keys)
         self.activation = copy.deepcopy(first.activation)
         self.gain = first.gain
         self._widths = [m.widths for m in members]
         caps = [max(w[layer] for w in self._widths) for layer in range(self.num_hidden)]
-        sizes = [self.in_features, *caps, self.out_features]
         self.raw_nu = nn.Parameter(torch.stack([m.raw_nu.detach() for m in members]).clone())
-        self.weight = nn.ParameterList(
-            nn.Parameter(_stack_padded([m.weight[i].detach() for m in members],
-                                       (sizes[i + 1], sizes[i])))
-            for i in range(self.num_hidden + 1))
-        self.bias = nn.ParameterList(
-            nn.Parameter(_stack_padded([m.bias[i].detach() for m in members], (sizes[i + 1],)))
-            for i in range(len(first.bias)))
+        self.layout = FlatLayout(mlp_shapes(self.in_features, caps, self.out_features,
+                                            self.has_out_bias))
+        self.theta = nn.Parameter(self.layout.pack([
+            _stack_padded([m.pieces()[k] for m in members], shape)
+            for k, shape in enumerate(self.layout.shapes)]))
+        self._relayout = Relayout()
+        self._views: tuple | None = None
         self.generators = [make_generator(state=m.generator.get_state()) for m in members]
         self._frozen: set[int] = set()
         self.storage_version = 0            # +1 whenever capacity growth replaces Parameters
@@ -87,7 +88,26 @@ class StackedAdaptiveMLP(nn.Module):
 
     @property
     def capacities(self) -> list[int]:
-        return [self.weight[i].shape[1] for i in range(self.num_hidden)]
+        return [self.layout.shapes[i][0] for i in range(self.num_hidden)]
+
+    weight = AdaptiveMLP.weight               # views of θ: [S, rows, cols] and [S, rows]
+    bias = AdaptiveMLP.bias
+    pieces = AdaptiveMLP.pieces
+    weight_matrices = AdaptiveMLP.weight_matrices
+    piece_names = AdaptiveMLP.piece_names
+    _save_to_state_dict = AdaptiveMLP._save_to_state_dict     # "weight.ℓ" [S, rows, cols], ...
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        keys = [prefix + name for name in self.piece_names()]
+        if all(k in state_dict for k in keys):          # same capacities (member_state_dict else)
+            state_dict[prefix + "theta"] = self.layout.pack([state_dict.pop(k) for k in keys])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _piece_views(self, optimizer) -> list[list[torch.Tensor]]:
+        """The pieces of θ and of each per-entry optimiser state tensor of θ (views)."""
+        theta = self.theta
+        return [self.layout.views(t) for t in
+                [theta.data, *(s[key] for s, key in state_tensors(theta, optimizer))]]
 
     def nus(self) -> torch.Tensor:
         nu = F.softplus(self.raw_nu)
@@ -122,19 +142,17 @@ class StackedAdaptiveMLP(nn.Module):
         """A batch per member ([S, B, in]) runs as one autograd node (models/awnn/fused.py); a
         shared batch takes the GEMM against all members' rows side by side."""
         if x.ndim == 3 and x.stride(0) != 0:
-            weights, biases, keys = self.weight._parameters, self.bias._parameters, self._keys
-            return AdaptiveForward.apply(x, self.raw_nu, self, *[weights[k] for k in keys],
-                                         *[biases[k] for k in keys[:len(biases)]])
+            return AdaptiveForward.apply(x, self.raw_nu, self, self.theta)
         fs = self.importances()
-        weights, biases = self.weight._parameters, self.bias._parameters   # plain dict lookups
+        weights, biases = self.weight, self.bias
         h = x
         for i in range(self.num_hidden):
-            w = weights[self._keys[i]]
+            w = weights[i]
             if i:
                 w = w * fs[i - 1].unsqueeze(1)              # AWNN eq. 14, folded as unstacked
-            h = self.activation(batched_linear(h, w, biases[self._keys[i]]))
-        out_bias = biases[self._keys[self.num_hidden]] if self.has_out_bias else None
-        return batched_linear(h, weights[self._keys[self.num_hidden]] * fs[-1].unsqueeze(1), out_bias)
+            h = self.activation(batched_linear(h, w, biases[i]))
+        out_bias = biases[self.num_hidden] if self.has_out_bias else None
+        return batched_linear(h, weights[self.num_hidden] * fs[-1].unsqueeze(1), out_bias)
 
     # --- widths (Algorithm 1, per member) ---------------------------------------------------
     def host_nus(self, raw: list[list[float]] | None = None) -> list[list[float]]:
@@ -193,7 +211,7 @@ class StackedAdaptiveMLP(nn.Module):
             self._draw_member(i, old[i], widths, nus[i])
         for layer, cap in enumerate(self.capacities):          # every member far below: shrink
             need = max(widths[layer] for widths in self._widths)
-            if need <= cap // 2 and capacity_for(need) < cap:
+            if need <= SHRINK_AT * cap and capacity_for(need) < cap:
                 self._set_capacity(layer, capacity_for(need), optimizer)
 
     def _rebuild_masks(self) -> None:
@@ -208,21 +226,22 @@ class StackedAdaptiveMLP(nn.Module):
         state). leaving[ℓ]: (member, new width, old width) of each member whose layer ℓ shrank.
         Entries outside a member's block are zero already, so a few members' slices are zeroed
         one by one; many at once, every inactive entry of the layer's tensors (masked fills)."""
+        views = None
         for layer, members in enumerate(leaving):
             if not members:
                 continue
-            tensors = ((self.weight[layer], 1), (self.bias[layer], 1), (self.weight[layer + 1], 2))
+            views = self._piece_views(optimizer) if views is None else views
+            pieces = ((layer, 1), (self.num_hidden + 1 + layer, 1), (layer + 1, 2))
             if len(members) <= SLICED_MEMBERS:
-                for param, axis in tensors:
-                    for t in [param.data, *(s[k] for s, k in state_tensors(param, optimizer))]:
+                for k, axis in pieces:
+                    for t in (v[k] for v in views):
                         for i, new, old in members:
                             t[i].narrow(axis - 1, new, old - new).zero_()
                 continue
             drop = self.masks()[layer] == 0                     # [S, C_ℓ] bool
-            for (param, axis), where in zip(tensors, (drop.unsqueeze(2), drop, drop.unsqueeze(1))):
-                param.data.masked_fill_(where, 0.0)
-                for state, key in state_tensors(param, optimizer):
-                    state[key].masked_fill_(where, 0.0)
+            for (k, axis), where in zip(pieces, (drop.unsqueeze(2), drop, drop.unsqueeze(1))):
+                for t in (v[k] for v in views):
+                    t.masked_fill_(where, 0.0)
 
     def _draw_member(self, i: int, old_widths: list[int], new_widths: list[int],
                      nus: list[float]) -> None:
@@ -236,22 +255,26 @@ class StackedAdaptiveMLP(nn.Module):
             if new_shape[0] <= old_shape[0] and new_shape[1] <= old_shape[1]:
                 continue                                        # nothing enters
             std, bias_std = grow_stds(self, layer, new_widths, nus)
-            weight = self.weight[layer]
-            rows, cols = draw_weight(old_shape, new_shape, std, gen, weight.dtype)
-            _fill(weight.data[i], old_shape, new_shape, rows, cols)
+            pieces = self.layout.views(self.theta.data)
+            rows, cols = draw_weight(old_shape, new_shape, std, gen, self.theta.dtype)
+            _fill(pieces[layer][i], old_shape, new_shape, rows, cols)
             if layer < self.num_hidden:
-                fresh = draw_bias(old_shape[0], new_shape[0], bias_std, gen, weight.dtype)
-                _fill(self.bias[layer].data[i], old_shape[:1], new_shape[:1], fresh, None)
+                fresh = draw_bias(old_shape[0], new_shape[0], bias_std, gen, self.theta.dtype)
+                _fill(pieces[self.num_hidden + 1 + layer][i], old_shape[:1], new_shape[:1], fresh,
+                      None)
 
     def _set_capacity(self, layer: int, cap: int, optimizer, keep_identity: bool = False) -> None:
         """Capacity of hidden layer `layer` -> cap, for every member (zero padding, or cutting
         entries that are inactive for every member)."""
         S = self.members
         self.storage_version += 1
-        _reallocate(self.weight, layer, (S, cap, self.weight[layer].shape[2]), optimizer, keep_identity)
-        _reallocate(self.bias, layer, (S, cap), optimizer, keep_identity)
-        _reallocate(self.weight, layer + 1, (S, self.weight[layer + 1].shape[1], cap), optimizer,
+        caps = self.capacities
+        caps[layer] = cap
+        layout = FlatLayout(mlp_shapes(self.in_features, caps, self.out_features, self.has_out_bias))
+        index, n = self._relayout.index(self.layout, layout, False, self.theta.device)
+        _reallocate(self, lambda t: self._relayout.apply(t, index, None, n), optimizer,
                     keep_identity)
+        self.layout = layout
         name = f"_mask{layer}"
         setattr(self, name, resized(getattr(self, name), (S, cap)))
         if len(self._positions) != max(self.capacities):
@@ -264,31 +287,53 @@ class StackedAdaptiveMLP(nn.Module):
             raise IndexError(f"member {i!r} is out of range; this stack has members "
                              f"0..{self.members - 1}")
 
-    def _blocks(self, i: int) -> dict[str, tuple]:
-        """Member i's active block of every parameter, by parameter name."""
-        sizes = [self.in_features, *self._widths[i], self.out_features]
-        blocks = {"raw_nu": (i,)}
-        for layer in range(self.num_hidden + 1):
-            blocks[f"weight.{layer}"] = (i, slice(0, sizes[layer + 1]), slice(0, sizes[layer]))
-        for layer in range(len(self.bias)):
-            blocks[f"bias.{layer}"] = (i, slice(0, sizes[layer + 1]))
-        return blocks
+    def _blocks(self, i: int) -> list[tuple]:
+        """Member i's active block of each piece of θ (its index in the piece's view)."""
+        return [(i, *(slice(0, n) for n in shape)) for shape in
+                mlp_shapes(self.in_features, self._widths[i], self.out_features, self.has_out_bias)]
+
+    def _named(self, raw: torch.Tensor, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"raw_nu": raw, "weight.ℓ" / "bias.ℓ": views of theta}: member state-dict names."""
+        return {"raw_nu": raw, **dict(zip(self.piece_names(), self.layout.views(theta)))}
 
     def member_state_dict(self, i: int, prefix: str = "") -> dict:
         """What member i's unstacked AdaptiveMLP `state_dict()` holds (copies)."""
         self._check_member(i)
-        params = dict(self.named_parameters())
-        out = {prefix + name: params[name].detach()[index].clone()
-               for name, index in self._blocks(i).items()}
+        named = self._named(self.raw_nu.detach(), self.theta.detach())
+        out = {prefix + "raw_nu": named.pop("raw_nu")[i].clone()}
+        for (name, t), index in zip(named.items(), self._blocks(i)):
+            out[prefix + name] = t[index].clone()
         out[prefix + "_extra_state"] = {"grow_rng": self.generators[i].get_state()}
         return out
+
+    def _member_entry(self, i: int, p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Member i's unstacked form of v (a per-entry tensor shaped like parameter p)."""
+        if p is self.raw_nu:
+            return v[i].clone()
+        return torch.cat([t[index].reshape(-1) for t, index in
+                          zip(self.layout.views(v), self._blocks(i))])
+
+    def _set_member_entry(self, i: int, p: torch.Tensor, own: torch.Tensor,
+                          value: torch.Tensor) -> None:
+        """own[i] <- member i's unstacked value (zeros outside its active blocks)."""
+        own[i].zero_()
+        if p is self.raw_nu:
+            own[i] = value.to(own)
+            return
+        blocks = self._blocks(i)
+        sizes = [math.prod(b.stop for b in index[1:]) for index in blocks]
+        if value.numel() != sum(sizes):
+            raise ValueError(f"member state of {value.numel()} entries does not fit member {i}'s "
+                             f"widths {self._widths[i]} ({sum(sizes)} entries)")
+        for t, index, part in zip(self.layout.views(own), blocks, value.split(sizes)):
+            t[index] = part.view(t[index].shape).to(own)
 
     @torch.no_grad()
     def load_member_state_dict(self, i: int, state: dict, prefix: str = "") -> None:
         """Load an unstacked member's `state_dict()` into member i (load before training and
         before the optimiser state: capacity may grow by swapping `.data`)."""
         self._check_member(i)
-        expected = set(self._blocks(i)) | {"_extra_state"}
+        expected = {"raw_nu", *self.piece_names(), "_extra_state"}
         got = {k[len(prefix):] for k in state if k.startswith(prefix)}
         if got != expected:
             raise KeyError(f"member state dict does not fit this stack: missing "
@@ -301,11 +346,12 @@ class StackedAdaptiveMLP(nn.Module):
         for layer, mask in enumerate(self.masks()):
             mask[i].zero_()
             mask[i, :widths[layer]].fill_(1.0)
-        params = dict(self.named_parameters())
-        for name, index in self._blocks(i).items():
+        self.raw_nu.data[i] = state[prefix + "raw_nu"].to(self.raw_nu)
+        self.theta.data[i].zero_()
+        named = self._named(self.raw_nu.data, self.theta.data)
+        del named["raw_nu"]
+        for (name, target), index in zip(named.items(), self._blocks(i)):
             value = state[prefix + name]
-            target = params[name].data
-            target[i].zero_()
             if target[index].shape != value.shape:
                 raise ValueError(f"{name}: member tensor of shape {tuple(value.shape)} does not "
                                  f"fit {tuple(target[index].shape)}")
@@ -330,14 +376,14 @@ class StackedAdaptiveMLP(nn.Module):
         """The `state_dict()` member i's unstacked optimiser would hold: per-entry state tensors cut
         to member i's active blocks, shared entries (Adam's step) kept, same param groups."""
         self._check_member(i)
-        blocks = self._param_blocks(i)
+        own = (self.raw_nu, self.theta)
         params = [p for g in optimizer.param_groups for p in g["params"]]
         state = {}
         for k, p in enumerate(params):
             if not optimizer.state.get(p):
                 continue
-            block = blocks.get(id(p))
-            state[k] = {key: (v[block].clone() if block is not None and torch.is_tensor(v)
+            mine = any(p is q for q in own)
+            state[k] = {key: (self._member_entry(i, p, v) if mine and torch.is_tensor(v)
                               and v.shape == p.shape else
                               v.clone() if torch.is_tensor(v) else copy.deepcopy(v))
                         for key, v in optimizer.state[p].items()}
@@ -354,7 +400,7 @@ class StackedAdaptiveMLP(nn.Module):
                                     state_dict: dict) -> None:
         """Load member i's unstacked optimiser `state_dict()` (after `load_member_state_dict`)."""
         self._check_member(i)
-        blocks = self._param_blocks(i)
+        own_params = (self.raw_nu, self.theta)
         params = [p for g in optimizer.param_groups for p in g["params"]]
         ids = [pid for g in state_dict["param_groups"] for pid in g["params"]]
         if len(ids) != len(params):
@@ -363,22 +409,17 @@ class StackedAdaptiveMLP(nn.Module):
         by_id = dict(zip(ids, params))
         for pid, entries in state_dict["state"].items():
             p = by_id[pid]
-            block = blocks.get(id(p))
+            mine = any(p is q for q in own_params)
             own = optimizer.state[p]
             for key, value in entries.items():
-                if block is not None and torch.is_tensor(value) and value.ndim >= 1:
+                if mine and torch.is_tensor(value) and value.ndim >= 1:
                     if key not in own:
                         own[key] = torch.zeros_like(p)
-                    own[key][i].zero_()
-                    own[key][block] = value.to(own[key])
+                    self._set_member_entry(i, p, own[key], value)
                 else:
                     own[key] = value.clone() if torch.is_tensor(value) else copy.deepcopy(value)
         for own_group, group in zip(optimizer.param_groups, state_dict["param_groups"]):
             own_group.update(copy.deepcopy({k: v for k, v in group.items() if k != "params"}))
-
-    def _param_blocks(self, i: int) -> dict[int, tuple]:
-        params = dict(self.named_parameters())
-        return {id(params[name]): index for name, index in self._blocks(i).items()}
 
     def extra_repr(self) -> str:
         return (f"members={self.members}, in={self.in_features}, out={self.out_features}, "
@@ -388,8 +429,8 @@ class StackedAdaptiveMLP(nn.Module):
 
 def capacity_for(width: int) -> int:
     """Shared capacity for a largest member width: 25% headroom, so that growth reallocates
-    rarely and the batched GEMMs carry at most ~2x the widest member (capacity shrinks when every
-    member falls to half of it)."""
+    rarely; capacity shrinks when every member falls below SHRINK_AT of it, so the batched GEMMs
+    carry at most ~1.6x the widest member."""
     return max(width + 1, math.ceil(1.25 * width))
 
 
@@ -401,19 +442,19 @@ def _fill(target: torch.Tensor, old: tuple, new: tuple, rows, cols) -> None:
     fill_block(target, old, new, *(None if t is None else t.to(target.device) for t in (rows, cols)))
 
 
-def _reallocate(params: nn.ParameterList, index: int, shape: tuple, optimizer,
-                keep_identity: bool) -> None:
-    """params[index] zero-padded to `shape`, optimiser state too (new Parameter unless
-    keep_identity, which swaps `.data`: only before training)."""
-    old = params[index]
+def _reallocate(module: StackedAdaptiveMLP, move, optimizer, keep_identity: bool) -> None:
+    """θ -> move(θ) (zero padding, or cutting entries inactive for every member), optimiser state
+    too; a new Parameter unless keep_identity, which swaps `.data` (only before training)."""
+    old = module.theta
     if keep_identity:
-        old.data = resized(old.data, shape)
+        old.data = move(old.data)
         old.grad = None
         for state, key in state_tensors(old, optimizer) if optimizer is not None else []:
-            state[key] = resized(state[key], shape)
+            state[key] = move(state[key])
         return
-    old, new = swap_parameter(params, index, resized(old.detach(), shape))
-    move_optimizer_state(optimizer, [(old, new, lambda s: resized(s, shape))])
+    new = nn.Parameter(move(old.detach()), requires_grad=old.requires_grad)
+    module._parameters["theta"] = new
+    move_optimizer_state(optimizer, [(old, new, move)])
 
 
 class MemberFlatten(nn.Module):

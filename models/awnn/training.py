@@ -60,6 +60,31 @@ def _unflatten(values: list[float], shape: torch.Size) -> list:
     return [values[i:i + step] for i in range(0, len(values), step)]
 
 
+def flat_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, saved: dict) -> dict:
+    """An optimiser `state_dict()` saved while adaptive layers held each weight and bias as its own
+    parameter (checkpoints before 2026-12-06) in today's form, one flat θ per layer
+    (models/awnn/layout.py: the same pieces in the same order, concatenated). Any other state
+    dict is returned as it is."""
+    pieces = {id(m.theta): len(m.layout.shapes) for m in adaptive_modules(model)}
+    sizes = [len(g["params"]) for g in saved["param_groups"]]
+    expected = [sum(pieces.get(id(p), 1) for p in g["params"]) for g in optimizer.param_groups]
+    if not pieces or sizes != expected or sizes == [len(g["params"]) for g in optimizer.param_groups]:
+        return saved
+    state, groups, new_id = {}, [], 0
+    for group, old in zip(optimizer.param_groups, saved["param_groups"]):
+        old_ids, ids = iter(old["params"]), []
+        for p in group["params"]:
+            entries = [saved["state"].get(next(old_ids)) for _ in range(pieces.get(id(p), 1))]
+            if all(e is not None for e in entries):
+                state[new_id] = {key: torch.cat([e[key].reshape(-1) for e in entries])
+                                 if torch.is_tensor(v) and v.ndim and len(entries) > 1 else v
+                                 for key, v in entries[0].items()}
+            ids.append(new_id)
+            new_id += 1
+        groups.append({**old, "params": ids})
+    return {"state": state, "param_groups": groups}
+
+
 def theta_parameters(model: nn.Module, modules: Sequence[nn.Module] | None = None) -> list[torch.Tensor]:
     """Every trainable parameter but the rates ν: the θ of the weight prior."""
     mods = adaptive_modules(model) if modules is None else modules

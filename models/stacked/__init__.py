@@ -18,7 +18,7 @@ from models.stacked.base import StackedLinear, StackedModule
 from models.stacked.dfa import StackedDFANet
 from models.stacked.fcn import StackedFCN
 from models.stacked.losses import (evaluate_members, member_correct, member_losses,
-                                   member_weight_costs, member_weight_penalty)
+                                   member_weight_costs, member_weight_penalty, weight_matrices)
 from models.stacked.optim import (clip_grad_norm_per_member, load_member_optimizer_state,
                                   member_optimizer_state, zero_member_optimizer_state)
 
@@ -26,7 +26,7 @@ __all__ = ["StackedDFANet", "StackedFCN", "StackedLinear", "StackedModule",
            "clip_grad_norm_per_member", "evaluate_members", "is_stackable",
            "load_member_optimizer_state", "member_correct", "member_losses",
            "member_optimizer_state", "member_weight_costs", "member_weight_penalty", "stack_models",
-           "zero_member_optimizer_state"]
+           "weight_matrices", "zero_member_optimizer_state"]
 
 
 def _declared_stacker(model: nn.Module):

@@ -53,12 +53,23 @@ def evaluate_members(model: nn.Module, split, batch_size: int) -> dict[str, list
     return {"loss": stats[0].tolist(), "acc": (100.0 * stats[1]).tolist()}
 
 
+def weight_matrices(model: nn.Module, ndim: int = 2) -> list[torch.Tensor]:
+    """Every trainable weight matrix: parameters of rank >= ndim (2; 3 with a member axis), and
+    the matrices a module keeps inside a flat parameter (`module.weight_matrices()`, AWNN's θ)."""
+    out = []
+    for module in model.modules():
+        if hasattr(module, "weight_matrices"):
+            out += [w for w in module.weight_matrices() if w.requires_grad]
+        out += [w for w in module.parameters(recurse=False) if w.ndim >= ndim and w.requires_grad]
+    return out
+
+
 def member_weight_costs(model: nn.Module, p: int) -> torch.Tensor:
     """Σ |w|^p over each member's weight matrices, [S] (biases and vectors excluded, as in
     experiments/regimes/penalty.py: a member weight has ndim > 1, its stacked tensor ndim > 2)."""
     if p not in (1, 2):
         raise ValueError(f"penalty p={p}: allowed 1 (l1) or 2 (l2)")
-    weights = [w for w in model.parameters() if w.ndim > 2 and w.requires_grad]
+    weights = weight_matrices(model, ndim=3)
     if p == 1:
         return sum(w.abs().sum(dim=tuple(range(1, w.ndim))) for w in weights)
     return sum(w.pow(2).sum(dim=tuple(range(1, w.ndim))) for w in weights)
