@@ -96,6 +96,6 @@ def run_killed(evaluator: str, after: int, *overrides: str) -> subprocess.Comple
 
 def per_piece(m, tensors) -> list:
     """Tensors aligned with an AdaptiveMLP's parameters (raw_nu, θ) as (raw_nu, W_0, ..., b_0, ...):
-    θ's flat layout cut into its weights and biases (models/awnn/layout.py)."""
+    the active blocks of θ's weights and biases (models/awnn/layout.py, capacity.py)."""
     raw, theta = tensors
-    return [raw, *m.layout.views(theta)]
+    return [raw, *m.active_pieces(theta)]

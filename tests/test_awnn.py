@@ -27,17 +27,24 @@ from tests.helpers import ROOT
 
 
 def _assert_exact_storage(m: AdaptiveMLP, optimizer=None):
-    """Parameters (and their optimiser state) have exactly the active sizes; the optimiser holds
-    exactly the model's parameters."""
+    """Weights and biases have exactly the active sizes; θ (and its optimiser state) is exactly
+    zero outside them; the optimiser holds exactly the model's parameters."""
     sizes = [m.in_features, *m.widths, m.out_features]
     assert [tuple(w.shape) for w in m.weight] == [(b, a) for a, b in zip(sizes[:-1], sizes[1:])]
     assert [len(b) for b in m.bias] == sizes[1:]
+    tensors = [m.theta.detach()]
     if optimizer is not None:
         held = [p for g in optimizer.param_groups for p in g["params"]]
         assert [id(p) for p in held] == [id(p) for p in m.parameters()]
         for p in held:
             for t in optimizer.state.get(p, {}).values():
                 assert not torch.is_tensor(t) or t.ndim == 0 or t.shape == p.shape
+        tensors += [t for t in optimizer.state.get(m.theta, {}).values() if t.shape == m.theta.shape]
+    for t in tensors:
+        outside = t.clone()
+        for piece in m.active_pieces(outside):
+            piece.zero_()
+        assert outside.abs().max() == 0
 
 
 def test_importance_sums_to_one_and_decreases():
@@ -155,7 +162,7 @@ def test_optimizer_state_survives_resize(make_opt, keys):
     _train_steps(m, opt)
     d = m.widths[0]
     def state(k):                                # (W_0, W_1) of the optimiser's state `k`
-        return tuple(m.layout.views(opt.state[m.theta][k])[:2])
+        return tuple(m.active_pieces(opt.state[m.theta][k])[:2])
 
     saved = {k: tuple(t.clone() for t in state(k)) for k in keys}
     m.resize([4 * d], opt)                       # θ is replaced, in the optimiser too
@@ -489,7 +496,7 @@ def _per_piece_optimizer_state(m: AdaptiveMLP, saved: dict) -> dict:
             entry = saved["state"][pid]
             flat = entry["exp_avg"].shape != (m.num_hidden,)
             for k in range(n if flat else 1):
-                state[new_id] = {key: m.layout.views(v)[k].clone() if flat and v.ndim else v
+                state[new_id] = {key: m.active_pieces(v)[k].clone() if flat and v.ndim else v
                                  for key, v in entry.items()}
                 ids.append(new_id)
                 new_id += 1

@@ -141,6 +141,8 @@ def test_members_match_unstacked_runs(model_kw, regime_kw):
         assert mstate["param_groups"] == ustate["param_groups"]
         for k, entries in ustate["state"].items():
             for key, value in entries.items():
+                if value.shape == model[1].theta.shape:        # θ may be wider than the widths
+                    value = model[1].active_flat(value)
                 torch.testing.assert_close(mstate["state"][k][key], value, rtol=1e-9, atol=1e-12)
         assert metrics["width/l0"][i] == model[1].widths[0]
         assert metrics["nu/l0"][i] == pytest.approx(model[1].nus()[0].item(), rel=1e-9)
@@ -289,3 +291,29 @@ def test_per_member_weight_prior_in_the_step_matches_the_loss_term():
     assert runs[0][0] == runs[1][0]
     for a, b in zip(runs[0][1], runs[1][1]):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_an_unstacked_checkpoint_wider_than_its_widths_loads_into_a_stack():
+    """An unstacked θ keeps capacity beyond its widths (models/awnn/capacity.py); its saved model
+    and optimiser state load into a stack member as that member's active entries."""
+    torch.manual_seed(0)
+    model = classifier(SEEDS[0])
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    x, y = torch.randn(32, 2), torch.randint(0, 2, (32,))
+    for widths in ([90], [70]):
+        model[1].resize(widths, opt)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        opt.zero_grad()
+    mlp = model[1]
+    assert mlp.theta.numel() > mlp.active_flat(mlp.theta).numel()     # θ wider than the widths
+    stack = stack_adaptive([classifier(s) for s in SEEDS])
+    stack_opt = torch.optim.Adam(stack.parameters(), lr=0.05)     # a resume: before any step
+    stack.load_member_state_dict(1, model.state_dict())
+    stack.load_member_optimizer_state(stack_opt, 1, opt.state_dict())
+    member = stack.member_optimizer_state(stack_opt, 1)
+    for k, p in enumerate(model.parameters()):
+        for key, value in opt.state[p].items():
+            want = mlp.active_flat(value) if value.shape == mlp.theta.shape else value
+            assert torch.equal(member["state"][k][key], want)
+    torch.testing.assert_close(stack(x.expand(len(SEEDS), -1, -1))[1], model(x), rtol=1e-6, atol=1e-7)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from models.awnn.capacity import regions
+
 aten = torch.ops.aten
 
 
@@ -108,7 +110,7 @@ class AdaptiveForward(torch.autograd.Function):
                 h = activate_(kind, slope, z)
                 hs.append(h)
         ctx.module_info = (kind, slope, n_w, len(biases), batched)
-        ctx.layout = module.layout
+        ctx.layout, ctx.active = module.layout, module.active_specs()
         ctx.state, ctx.weights, ctx.scaled, ctx.hs = state, weights, scaled, hs
         ctx.workspace = module.workspace
         return h
@@ -136,4 +138,9 @@ class AdaptiveForward(torch.autograd.Function):
                 if ctx.needs_input_grad[0]:
                     grad_x = mm(g, scaled[0])
         grad_raw = ctx.state.grad_raw(grad_f) if ctx.needs_input_grad[1] else None
-        return grad_x, grad_raw, None, ctx.layout.pack(grad_w + grad_b)
+        if ctx.active is None:
+            grad_theta = ctx.layout.pack(grad_w + grad_b)
+        else:                                             # θ wider than the widths: zeros around
+            grad_theta = g.new_zeros(ctx.layout.numel)
+            torch._foreach_copy_(regions(grad_theta, ctx.active), grad_w + grad_b)
+        return grad_x, grad_raw, None, grad_theta

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from itertools import accumulate
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ class FlatLayout:
     def __init__(self, shapes: tuple[tuple[int, ...], ...]):
         self.shapes = shapes
         self.numels = [math.prod(s) for s in shapes]
-        self.offsets = np.cumsum([0, *self.numels]).tolist()
+        self.offsets = list(accumulate(self.numels, initial=0))
         self.numel = self.offsets[-1]
 
     def views(self, t: torch.Tensor) -> list[torch.Tensor]:

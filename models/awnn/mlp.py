@@ -40,8 +40,11 @@ from models.awnn.fused import AdaptiveForward
 from models.awnn.importance import (Importance, ImportanceState, check_convention,
                                     inverse_softplus, softplus_host, sum_sq_importance,
                                     target_width, width_for)
+from models.awnn.capacity import (active_specs, entering_specs, gather, leaving_specs,
+                                  next_capacities, regions)
 from models.awnn.layout import FlatLayout, Relayout, mlp_shapes
-from models.awnn.storage import draw_bias, draw_weight, make_generator, move_optimizer_state
+from models.awnn.storage import (draw_bias, draw_weight, make_generator, move_optimizer_state,
+                                 state_tensors)
 
 INITS = ("kaiming_plus", "kaiming")
 GROW_INITS = ("layer", "normal")
@@ -88,10 +91,11 @@ class AdaptiveMLP(nn.Module):
         self.raw_nu = nn.Parameter(torch.full((num_hidden,), inverse_softplus(nu0 - self.nu_min)))
         self._widths = [width0] * num_hidden
         self.has_out_bias = out_bias
-        self.layout = self._layout_for(self._widths)
+        self._caps = list(self._widths)           # θ's capacities (models/awnn/capacity.py)
+        self.layout = self._layout_for(self._caps)
         self.theta = nn.Parameter(torch.zeros(self.layout.numel))    # models/awnn/layout.py
         self._relayout = Relayout()
-        self._views: tuple | None = None          # (θ, its data_ptr, detached piece views)
+        self._views: tuple | None = None          # (θ, data_ptr, widths, active piece views)
         self.register_buffer("_positions", torch.arange(width0, dtype=self.raw_nu.dtype),
                              persistent=False)
         self.generator = make_generator()   # growth draws; seeded before the init draws below
@@ -107,19 +111,41 @@ class AdaptiveMLP(nn.Module):
     def widths(self) -> list[int]:
         return list(self._widths)
 
-    # --- storage: θ = [W_0 | ... | W_L | b_0 | ...] (models/awnn/layout.py) -------------------
-    def _layout_for(self, widths: list[int]) -> FlatLayout:
-        return FlatLayout(mlp_shapes(self.in_features, widths, self.out_features, self.has_out_bias))
+    # --- storage: θ = [W_0 | ... | W_L | b_0 | ...] at the capacities (models/awnn/layout.py,
+    # capacity.py); the active blocks are views ----------------------------------------------
+    def _layout_for(self, caps: list[int]) -> FlatLayout:
+        return FlatLayout(self._shapes(caps))
+
+    def _shapes(self, widths: list[int]) -> tuple:
+        return mlp_shapes(self.in_features, widths, self.out_features, self.has_out_bias)
+
+    def active_pieces(self, t: torch.Tensor) -> list[torch.Tensor]:
+        """The active block of every piece of t (θ, its gradient or an optimiser state of θ)."""
+        views = self.layout.views(t)
+        if self._caps == self._widths:
+            return views
+        return [v[:s[0], :s[1]] if len(s) == 2 else v[:s[0]]
+                for v, s in zip(views, self._shapes(self._widths))]
+
+    def active_flat(self, t: torch.Tensor) -> torch.Tensor:
+        """t (θ-shaped) packed to its active entries: a flat θ as if the widths were the
+        capacities (the form a stack's member state takes)."""
+        specs = self.active_specs()
+        return t if specs is None else gather(t, specs)
+
+    def active_specs(self) -> list | None:
+        """Strided specs of the active blocks in θ (None when the widths fill the capacities)."""
+        return self._active_views()[1]
 
     @property
     def weight(self) -> tuple[torch.Tensor, ...]:
         """W_ℓ, [D_{ℓ+1}, D_ℓ] for ℓ = 0..L: views of θ (differentiable in grad mode)."""
-        return tuple(self.layout.views(self.theta)[:self.num_hidden + 1])
+        return tuple(self.active_pieces(self.theta)[:self.num_hidden + 1])
 
     @property
     def bias(self) -> tuple[torch.Tensor, ...]:
         """b_ℓ of every hidden layer, then the output bias if any: views of θ."""
-        return tuple(self.layout.views(self.theta)[self.num_hidden + 1:])
+        return tuple(self.active_pieces(self.theta)[self.num_hidden + 1:])
 
     def weight_matrices(self) -> tuple[torch.Tensor, ...]:
         """The weights an L1/L2 penalty sees (models/stacked/losses.py weight_matrices)."""
@@ -128,11 +154,24 @@ class AdaptiveMLP(nn.Module):
     def pieces(self) -> list[torch.Tensor]:
         """Detached views of θ's weights and biases (the fused forward pass reads them), kept
         while θ and its storage stand."""
-        theta, views = self.theta, self._views
-        if views is None or views[0] is not theta or views[1] != theta.data_ptr():
-            views = (theta, theta.data_ptr(), self.layout.views(theta.detach()))
-            self.__dict__["_views"] = views                 # see `update_widths`
-        return views[2]
+        return self._active_views()[0]
+
+    def _active_views(self) -> tuple:
+        """(detached active views of θ's pieces, active_specs()), per widths (a few kept while
+        θ and its storage stand: widths often move back and forth)."""
+        theta, cache = self.theta, self._views
+        if cache is None or cache[0] is not theta or cache[1] != theta.data_ptr():
+            cache = (theta, theta.data_ptr(), {})
+            self.__dict__["_views"] = cache                 # see `update_widths`
+        key = tuple(self._widths)
+        hit = cache[2].get(key)
+        if hit is None:
+            if len(cache[2]) >= 8:
+                cache[2].clear()
+            specs = None if self._caps == self._widths else \
+                active_specs(self.layout, self._shapes(self._widths))
+            hit = cache[2][key] = (self.active_pieces(theta.detach()), specs)
+        return hit
 
     def nus(self) -> torch.Tensor:
         """ν of every hidden layer as the forward pass uses it (differentiable)."""
@@ -258,25 +297,47 @@ class AdaptiveMLP(nn.Module):
         if new_widths == self._widths:
             return
         nus = self.host_nus() if nus is None else nus
-        layout = self._layout_for(new_widths)
+        caps = next_capacities(self._caps, new_widths)
+        if caps != self._caps:
+            self._set_capacities(caps, optimizer)
+        old = self._shapes([min(w, c) for w, c in zip(self._widths, caps)])
+        new = self._shapes(new_widths)
         fresh = self._draw_fresh(new_widths, nus)
-        index, n_fresh = self._relayout.index(self.layout, layout, self.grow_init == "normal",
-                                              self.theta.device)
-        old, move = self.theta, self._relayout.apply
-        new = nn.Parameter(move(old.detach(), index, fresh, n_fresh), requires_grad=old.requires_grad)
-        self._parameters["theta"] = new     # a new Parameter: see storage.swap_parameter
-        move_optimizer_state(optimizer, [(old, new, lambda s: move(s, index, None, n_fresh))])
+        theta = self.theta.data
+        leave = leaving_specs(self.layout, old, new)
+        if leave:                               # leaving entries: exactly zero, state too
+            tensors = [theta, *(s[key] for s, key in state_tensors(self.theta, optimizer))]
+            torch._foreach_zero_([r for t in tensors for r in regions(t, leave)])
+        if fresh is not None:                   # entering entries (their state is zero)
+            enter = regions(theta, entering_specs(self.layout, old, new, self.num_hidden,
+                                                  self.grow_init == "normal"))
+            sizes = [r.numel() for r in enter]
+            if sum(sizes) != fresh.numel():
+                raise RuntimeError(f"resize {self._widths} -> {new_widths}: {fresh.numel()} fresh "
+                                   f"draws for {sum(sizes)} entries")
+            parts = fresh.to(theta).split(sizes)
+            torch._foreach_copy_(enter, [p.view(r.shape) for p, r in zip(parts, enter)])
         # plain attributes, set past nn.Module.__setattr__'s checks (a resize may run every step)
-        self.__dict__.update(_widths=new_widths, layout=layout, _layer_positions=None,
-                             storage_version=self.storage_version + 1)
+        self.__dict__.update(_widths=new_widths, _layer_positions=None)
         self._ensure_positions(max(new_widths))
 
+    def _set_capacities(self, caps: list[int], optimizer) -> None:
+        """Re-lay θ and its optimiser state out at new capacities (a new Parameter; entries
+        beyond them are cut, new room is zero)."""
+        layout = self._layout_for(caps)
+        index, n_fresh = self._relayout.index(self.layout, layout, False, self.theta.device)
+        old, move = self.theta, self._relayout.apply
+        new = nn.Parameter(move(old.detach(), index, None, n_fresh), requires_grad=old.requires_grad)
+        self._parameters["theta"] = new     # a new Parameter: see storage.swap_parameter
+        move_optimizer_state(optimizer, [(old, new, lambda s: move(s, index, None, n_fresh))])
+        self.__dict__.update(_caps=caps, layout=layout, storage_version=self.storage_version + 1)
+
     def _draw_fresh(self, new_widths: list[int], nus: list[float]) -> torch.Tensor | None:
-        """Fresh entries for `new_widths` drawn in the canonical order (storage.py), laid out in
-        θ's piece order (models/awnn/layout.py gather_index); None if nothing grows."""
+        """Fresh entries for `new_widths`, flat, in the canonical draw order (storage.py, as
+        capacity.entering_positions lists them); None if nothing grows."""
         old = [self.in_features, *self._widths, self.out_features]
         new = [self.in_features, *new_widths, self.out_features]
-        weights, biases = [], []
+        draws = []
         dtype = self.theta.dtype
         for layer in range(self.num_hidden + 1):
             old_shape, new_shape = (old[layer + 1], old[layer]), (new[layer + 1], new[layer])
@@ -284,11 +345,11 @@ class AdaptiveMLP(nn.Module):
                 continue
             std, bias_std = grow_stds(self, layer, new_widths, nus)
             rows, cols = draw_weight(old_shape, new_shape, std, self.generator, dtype)
-            weights += [t.reshape(-1) for t in (rows, cols) if t is not None]
+            draws += [t.reshape(-1) for t in (rows, cols) if t is not None]
             if layer < self.num_hidden:
                 fresh = draw_bias(old_shape[0], new_shape[0], bias_std, self.generator, dtype)
-                biases += [fresh] if fresh is not None else []
-        return torch.cat(weights + biases) if weights or biases else None
+                draws += [fresh] if fresh is not None else []
+        return torch.cat(draws) if draws else None
 
     def _ensure_positions(self, n: int) -> None:
         if len(self._positions) < n:
@@ -296,7 +357,9 @@ class AdaptiveMLP(nn.Module):
 
     # --- state ------------------------------------------------------------------------------
     def get_extra_state(self) -> dict:
-        return {"grow_rng": self.generator.get_state()}
+        """The growth generator, and θ's capacities (so that an optimiser state saved beside
+        the model fits θ after loading)."""
+        return {"grow_rng": self.generator.get_state(), "capacity": list(self._caps)}
 
     def set_extra_state(self, state: dict) -> None:
         self.generator.set_state(state["grow_rng"].detach().cpu())
@@ -310,7 +373,7 @@ class AdaptiveMLP(nn.Module):
         super()._save_to_state_dict(destination, prefix, keep_vars)
         theta = destination.pop(prefix + "theta")
         extra = destination.pop(prefix + "_extra_state", None)
-        for name, view in zip(self.piece_names(), self.layout.views(theta)):
+        for name, view in zip(self.piece_names(), self.active_pieces(theta)):
             destination[prefix + name] = view
         if extra is not None:
             destination[prefix + "_extra_state"] = extra
@@ -324,12 +387,18 @@ class AdaptiveMLP(nn.Module):
         if all(k in state_dict for k in keys):
             pieces = [state_dict.pop(k) for k in keys]
             widths = [int(w.shape[0]) for w in pieces[:self.num_hidden]]
-            self.layout = self._layout_for(widths)
-            state_dict[prefix + "theta"] = self.layout.pack(pieces)
-            if self.theta.shape != (self.layout.numel,):
-                self.theta.data = self.theta.data.new_zeros(self.layout.numel)
+            extra = state_dict.get(prefix + "_extra_state")
+            caps = extra.get("capacity") if isinstance(extra, dict) else None
+            if caps is None or len(caps) != len(widths) or any(c < w for c, w in zip(caps, widths)):
+                caps = widths                               # files without it, stack members
+            self._widths, self._caps, self.layout = widths, list(caps), self._layout_for(list(caps))
+            theta = pieces[0].new_zeros(self.layout.numel)
+            for block, piece in zip(self.active_pieces(theta), pieces):
+                block.copy_(piece)
+            state_dict[prefix + "theta"] = theta
+            if self.theta.shape != theta.shape:
+                self.theta.data = self.theta.data.new_zeros(theta.shape)
                 self.theta.grad = None
-            self._widths = widths
             self._layer_positions = None
             self._ensure_positions(max(self._widths))
         state_dict.setdefault(prefix + "_extra_state", self.get_extra_state())  # pre-generator files

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.awnn.capacity import active_specs, capacity_for, gather, next_capacities
 from models.awnn.fused import AdaptiveForward
 from models.awnn.importance import Importance, ImportanceState, softplus_host, target_width
 from models.awnn.mlp import AdaptiveMLP, grow_stds
@@ -31,7 +32,6 @@ from models.awnn.storage import (draw_bias, draw_weight, fill_block, make_genera
 from models.stacked.base import batched_linear
 
 SLICED_MEMBERS = 2          # members leaving a layer at once whose slices are zeroed one by one
-SHRINK_AT = 0.64            # capacity shrinks when every member is below this share of it (1.25²)
 SHARED_SETTINGS = ("in_features", "out_features", "num_hidden", "k", "max_width", "init",
                    "grow_init", "importance", "activation_name", "has_out_bias", "nu_min")
 
@@ -70,6 +70,7 @@ class StackedAdaptiveMLP(nn.Module):
         self._views: tuple | None = None
         self.generators = [make_generator(state=m.generator.get_state()) for m in members]
         self._frozen: set[int] = set()
+        self._saved_caps: dict[int, list[int] | None] = {}
         self.storage_version = 0            # +1 whenever capacity growth replaces Parameters
         device, dtype = self.raw_nu.device, self.raw_nu.dtype
         self.register_buffer("_positions", torch.arange(max(caps), dtype=dtype, device=device),
@@ -90,9 +91,30 @@ class StackedAdaptiveMLP(nn.Module):
     def capacities(self) -> list[int]:
         return [self.layout.shapes[i][0] for i in range(self.num_hidden)]
 
-    weight = AdaptiveMLP.weight               # views of θ: [S, rows, cols] and [S, rows]
-    bias = AdaptiveMLP.bias
-    pieces = AdaptiveMLP.pieces
+    @property
+    def weight(self) -> tuple[torch.Tensor, ...]:
+        """W_ℓ of every member at the capacities, [S, rows, cols]: views of θ."""
+        return tuple(self.layout.views(self.theta)[:self.num_hidden + 1])
+
+    @property
+    def bias(self) -> tuple[torch.Tensor, ...]:
+        return tuple(self.layout.views(self.theta)[self.num_hidden + 1:])
+
+    def active_pieces(self, t: torch.Tensor) -> list[torch.Tensor]:
+        """Every piece of t at the capacities (members' widths are masks here)."""
+        return self.layout.views(t)
+
+    def active_specs(self) -> None:
+        return None
+
+    def pieces(self) -> list[torch.Tensor]:
+        """Detached views of θ's pieces (the fused forward pass reads them)."""
+        theta, views = self.theta, self._views
+        if views is None or views[0] is not theta or views[1] != theta.data_ptr():
+            views = (theta, theta.data_ptr(), self.layout.views(theta.detach()))
+            self.__dict__["_views"] = views
+        return views[2]
+
     weight_matrices = AdaptiveMLP.weight_matrices
     piece_names = AdaptiveMLP.piece_names
     _save_to_state_dict = AdaptiveMLP._save_to_state_dict     # "weight.ℓ" [S, rows, cols], ...
@@ -211,7 +233,7 @@ class StackedAdaptiveMLP(nn.Module):
             self._draw_member(i, old[i], widths, nus[i])
         for layer, cap in enumerate(self.capacities):          # every member far below: shrink
             need = max(widths[layer] for widths in self._widths)
-            if need <= SHRINK_AT * cap and capacity_for(need) < cap:
+            if next_capacities([cap], [need]) != [cap]:
                 self._set_capacity(layer, capacity_for(need), optimizer)
 
     def _rebuild_masks(self) -> None:
@@ -322,6 +344,13 @@ class StackedAdaptiveMLP(nn.Module):
             return
         blocks = self._blocks(i)
         sizes = [math.prod(b.stop for b in index[1:]) for index in blocks]
+        caps = self._saved_caps.get(i)
+        if value.numel() != sum(sizes) and caps is not None:      # saved at an unstacked capacity
+            shapes = mlp_shapes(self.in_features, caps, self.out_features, self.has_out_bias)
+            widths = mlp_shapes(self.in_features, self._widths[i], self.out_features,
+                                self.has_out_bias)
+            if value.numel() == FlatLayout(shapes).numel:
+                value = gather(value, active_specs(FlatLayout(shapes), widths))
         if value.numel() != sum(sizes):
             raise ValueError(f"member state of {value.numel()} entries does not fit member {i}'s "
                              f"widths {self._widths[i]} ({sum(sizes)} entries)")
@@ -356,7 +385,9 @@ class StackedAdaptiveMLP(nn.Module):
                 raise ValueError(f"{name}: member tensor of shape {tuple(value.shape)} does not "
                                  f"fit {tuple(target[index].shape)}")
             target[index] = value.to(target)
-        self.generators[i].set_state(state[prefix + "_extra_state"]["grow_rng"].detach().cpu())
+        extra = state[prefix + "_extra_state"]
+        self.generators[i].set_state(extra["grow_rng"].detach().cpu())
+        self._saved_caps[i] = extra.get("capacity")     # an unstacked θ may be wider (capacity.py)
         self._frozen.discard(i)
 
     @torch.no_grad()
@@ -425,13 +456,6 @@ class StackedAdaptiveMLP(nn.Module):
         return (f"members={self.members}, in={self.in_features}, out={self.out_features}, "
                 f"capacities={self.capacities}, activation={self.activation_name}, "
                 f"importance={self.importance}")
-
-
-def capacity_for(width: int) -> int:
-    """Shared capacity for a largest member width: 25% headroom, so that growth reallocates
-    rarely; capacity shrinks when every member falls below SHRINK_AT of it, so the batched GEMMs
-    carry at most ~1.6x the widest member."""
-    return max(width + 1, math.ceil(1.25 * width))
 
 
 def _stack_padded(tensors: list[torch.Tensor], shape: tuple) -> torch.Tensor:

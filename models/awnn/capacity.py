@@ -1,0 +1,95 @@
+"""Active blocks of an adaptive MLP inside its capacity-sized θ (models/awnn/layout.py).
+
+θ holds every piece at the layers' capacities C_ℓ ≥ D_ℓ. The forward pass reads the active block
+[:D_{ℓ+1}, :D_ℓ] of each weight and [:D_{ℓ+1}] of each bias; every other entry is exactly zero,
+parameters and optimiser state alike, so the optimiser and the weight prior keep it at zero
+(zero gradient, zero moments). A resize within the capacities zeroes the leaving entries and
+writes the fresh ones in place (one multi-tensor write each, the same Parameter). Capacity grows
+with 25% headroom when a width exceeds it and shrinks when the width falls below SHRINK_AT of
+it; only then is θ re-laid out (a new Parameter).
+
+Blocks are addressed by strided specs (size, stride, offset) into the flat tensor, plain integers
+computed per resize: `region(t, spec)` is `t.as_strided(*spec)` (t 1-D, contiguous).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from models.awnn.layout import FlatLayout
+
+SHRINK_AT = 0.64            # shrink when the width is below this share of the capacity (1.25²)
+
+
+def capacity_for(width: int) -> int:
+    """Capacity for a width: 25% headroom, so that growth re-lays θ out rarely."""
+    return max(width + 1, math.ceil(1.25 * width))
+
+
+def next_capacities(caps: list[int], widths: list[int]) -> list[int]:
+    """Capacities after a resize to `widths`: grown past a width that exceeds them, shrunk when
+    the width fell below SHRINK_AT of them, else kept."""
+    out = []
+    for cap, width in zip(caps, widths):
+        if width > cap or (width <= SHRINK_AT * cap and capacity_for(width) < cap):
+            cap = capacity_for(width)
+        out.append(cap)
+    return out
+
+
+def block(layout: FlatLayout, k: int, rows: tuple[int, int], cols: tuple[int, int] | None):
+    """Spec of piece k's block [rows[0]:rows[1], cols[0]:cols[1]] (a bias: cols None), or None
+    when it is empty."""
+    offset, shape = layout.offsets[k], layout.shapes[k]
+    n_rows = rows[1] - rows[0]
+    if cols is None:
+        return ((n_rows,), (1,), offset + rows[0]) if n_rows > 0 else None
+    n_cols = cols[1] - cols[0]
+    if n_rows <= 0 or n_cols <= 0:
+        return None
+    return (n_rows, n_cols), (shape[1], 1), offset + rows[0] * shape[1] + cols[0]
+
+
+def active_specs(layout: FlatLayout, shapes) -> list:
+    """Spec of every piece's active block (`shapes`: the pieces at the widths)."""
+    return [block(layout, k, (0, s[0]), (0, s[1]) if len(s) == 2 else None)
+            for k, s in enumerate(shapes)]
+
+
+def leaving_specs(layout: FlatLayout, old, new) -> list:
+    """Specs of the entries a resize `old` -> `new` (piece shapes, within the capacities) drops."""
+    out = []
+    for k, (o, n) in enumerate(zip(old, new)):
+        out.append(block(layout, k, (n[0], o[0]), (0, o[1]) if len(o) == 2 else None))
+        if len(o) == 2:
+            out.append(block(layout, k, (0, min(o[0], n[0])), (n[1], o[1])))
+    return [s for s in out if s is not None]
+
+
+def entering_specs(layout: FlatLayout, old, new, num_hidden: int, fresh_bias: bool) -> list:
+    """Specs of the entries a resize brings in, in the order the growth draws come
+    (models/awnn/storage.py): per layer ℓ the new rows [r_keep:, :c_new] and columns
+    [:r_keep, c_keep:] of W_ℓ, then (fresh_bias) the new entries of b_ℓ. Entries that enter
+    without a draw (zero biases) are zero already."""
+    out = []
+    for layer in range(num_hidden + 1):
+        (r_old, c_old), (r_new, c_new) = old[layer], new[layer]
+        r_keep, c_keep = min(r_old, r_new), min(c_old, c_new)
+        out.append(block(layout, layer, (r_keep, r_new), (0, c_new)))
+        out.append(block(layout, layer, (0, r_keep), (c_keep, c_new)))
+        if fresh_bias and layer < num_hidden:
+            out.append(block(layout, num_hidden + 1 + layer, (old[num_hidden + 1 + layer][0],
+                                                              new[num_hidden + 1 + layer][0]), None))
+    return [s for s in out if s is not None]
+
+
+def regions(t: torch.Tensor, specs) -> list[torch.Tensor]:
+    """Views of t (a flat θ-shaped tensor) at `specs`."""
+    base = t.storage_offset()
+    return [t.as_strided(size, stride, base + offset) for size, stride, offset in specs]
+
+
+def gather(t: torch.Tensor, specs) -> torch.Tensor:
+    """The entries of t at `specs`, flat, in spec order."""
+    return torch.cat([r.reshape(-1) for r in regions(t, specs)])
