@@ -5,26 +5,27 @@
 parameters and optimiser state alike, so the optimiser and the weight prior keep it at zero
 (zero gradient, zero moments). A resize within the capacities zeroes the leaving entries and
 writes the fresh ones in place (one multi-tensor write each, the same Parameter). Capacity grows
-with 25% headroom when a width exceeds it and shrinks when the width falls below SHRINK_AT of
-it; only then is θ re-laid out (a new Parameter).
+with HEADROOM when a width exceeds it and shrinks when the width falls below SHRINK_AT of it;
+only then is θ re-laid out (a new Parameter). A stack computes at its capacities (every member
+padded to the widest), so the headroom is paid on every step there.
 
 Blocks are addressed by strided specs (size, stride, offset) into the flat tensor, plain integers
 computed per resize: `region(t, spec)` is `t.as_strided(*spec)` (t 1-D, contiguous).
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 from models.awnn.layout import FlatLayout
 
-SHRINK_AT = 0.64            # shrink when the width is below this share of the capacity (1.25²)
+HEADROOM = 10               # percent of the width added as capacity after a growth
+SHRINK_AT = 0.8             # shrink when the width is below this share of the capacity
 
 
 def capacity_for(width: int) -> int:
-    """Capacity for a width: 25% headroom, so that growth re-lays θ out rarely."""
-    return max(width + 1, math.ceil(1.25 * width))
+    """Capacity for a width: width + ⌈HEADROOM% of it⌉ (at least 1), so that growth re-lays θ
+    out rarely."""
+    return width + max(1, -(-width * HEADROOM // 100))
 
 
 def next_capacities(caps: list[int], widths: list[int]) -> list[int]:

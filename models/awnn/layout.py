@@ -1,11 +1,10 @@
-"""One flat tensor holding every weight and bias of an adaptive MLP, and its re-layout on resize.
+"""One flat tensor holding every weight and bias of an adaptive MLP, and its re-layout.
 
 θ = [W_0 | W_1 | ... | W_L | b_0 | ... ] (row-major blocks, the order of the former separate
 parameters), one Parameter: the optimiser, the weight prior and zero_grad touch one tensor
-instead of 2L+2 (their per-tensor cost dominates a small layer's step). A stack keeps a leading
-member axis, θ [S, P]. A resize moves every entry with one gather: the kept block of each piece
-from the old θ, fresh entries from the growth draws (in their canonical order, models/awnn/
-storage.py), zeros for optimiser state; the gather index is cached per (old, new) shapes.
+instead of 2L+2 (their per-tensor cost dominates a small layer's step). Pieces have the layers'
+capacities (models/awnn/capacity.py); a stack keeps a leading member axis, θ [S, P]. A capacity
+change moves θ and its optimiser state with one gather (`Relayout`).
 """
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ from itertools import accumulate
 import numpy as np
 import torch
 
-INDEX_CACHE = 16            # gather indices kept per layout (widths oscillate between few values)
+INDEX_CACHE = 16            # gather indices kept
 
 
 def mlp_shapes(in_features: int, widths: list[int], out_features: int,
@@ -47,76 +46,36 @@ class FlatLayout:
         return torch.cat([p.flatten(lead) for p in pieces], -1)
 
 
-def gather_index(old: FlatLayout, new: FlatLayout, fresh_bias: bool) -> tuple[np.ndarray, int]:
-    """(index into cat([old θ, fresh, 0]), number of fresh entries): entry k of the new θ is
-    source[index[k]]. Per weight: kept block, then new rows [r_keep:, :c_new], then new columns
-    [:r_keep, c_keep:] (storage.draw_weight's order); new bias entries are fresh when
-    `fresh_bias`, else zero (the last source entry)."""
-    fresh, chunks, zero_marker = 0, [], -1       # fresh entry k is coded −2 − k until the end
+def gather_index(old: FlatLayout, new: FlatLayout) -> np.ndarray:
+    """Index into cat([old θ, 0]) giving the new θ: each piece's overlap of the old and new
+    shapes from the old θ, the rest zero (the last source entry)."""
+    chunks = []
     for o_shape, n_shape, o_off in zip(old.shapes, new.shapes, old.offsets):
+        idx = np.full(n_shape, old.numel, dtype=np.int64)
+        keep = tuple(slice(0, min(a, b)) for a, b in zip(o_shape, n_shape))
         if len(n_shape) == 2:
-            (r_old, c_old), (r_new, c_new) = o_shape, n_shape
-            r_keep, c_keep = min(r_old, r_new), min(c_old, c_new)
-            idx = np.empty((r_new, c_new), dtype=np.int64)
-            idx[:r_keep, :c_keep] = (o_off + np.arange(r_keep)[:, None] * c_old
-                                     + np.arange(c_keep)[None, :])
-            n_rows = (r_new - r_keep) * c_new
-            idx[r_keep:, :] = -2 - (fresh + np.arange(n_rows)).reshape(r_new - r_keep, c_new)
-            fresh += n_rows
-            n_cols = r_keep * (c_new - c_keep)
-            idx[:r_keep, c_keep:] = -2 - (fresh + np.arange(n_cols)).reshape(r_keep, c_new - c_keep)
-            fresh += n_cols
+            idx[keep] = (o_off + np.arange(keep[0].stop)[:, None] * o_shape[1]
+                         + np.arange(keep[1].stop)[None, :])
         else:
-            r_old, r_new = o_shape[0], n_shape[0]
-            r_keep = min(r_old, r_new)
-            idx = np.empty(r_new, dtype=np.int64)
-            idx[:r_keep] = o_off + np.arange(r_keep)
-            if fresh_bias:
-                idx[r_keep:] = -2 - (fresh + np.arange(r_new - r_keep))
-                fresh += r_new - r_keep
-            else:
-                idx[r_keep:] = zero_marker
+            idx[keep] = o_off + np.arange(keep[0].stop)
         chunks.append(idx.reshape(-1))
-    index = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
-    zero = old.numel + fresh
-    out = np.where(index == zero_marker, zero, np.where(index <= -2, old.numel + (-2 - index), index))
-    return out, fresh
+    return np.concatenate(chunks)
 
 
 class Relayout:
-    """Moves flat tensors from one layout to another (cached gather indices per device)."""
+    """Moves flat tensors from one layout to another (capacity changes: entries beyond the new
+    shapes are cut, new room is zero); gather indices cached per (old, new) shapes and device."""
 
     def __init__(self):
-        self._cache: OrderedDict = OrderedDict()      # (shapes, device) -> (index, n fresh)
-        self._zero_tails: dict = {}
+        self._cache: OrderedDict = OrderedDict()
 
-    def index(self, old: FlatLayout, new: FlatLayout, fresh_bias: bool,
-              device: torch.device) -> tuple[torch.Tensor, int]:
-        """(gather index on `device`, number of fresh entries) from `old` to `new`."""
-        key = (old.shapes, new.shapes, fresh_bias, device)
-        hit = self._cache.get(key)
-        if hit is None:
-            index, fresh = gather_index(old, new, fresh_bias)
-            hit = self._cache[key] = (torch.from_numpy(index).to(device), fresh)
+    def __call__(self, t: torch.Tensor, old: FlatLayout, new: FlatLayout) -> torch.Tensor:
+        """t [..., old.numel] -> [..., new.numel]."""
+        key = (old.shapes, new.shapes, t.device)
+        index = self._cache.get(key)
+        if index is None:
+            index = self._cache[key] = torch.from_numpy(gather_index(old, new)).to(t.device)
             if len(self._cache) > INDEX_CACHE:
                 self._cache.popitem(last=False)
-        return hit
-
-    def apply(self, t: torch.Tensor, index: torch.Tensor, fresh: torch.Tensor | None,
-              n_fresh: int) -> torch.Tensor:
-        """t [..., P_old] -> [..., P_new]; fresh [..., n_fresh] (None: zeros, as optimiser state)."""
-        if fresh is None:
-            source = torch.cat([t, self._zeros(t, n_fresh + 1)], -1)
-        else:
-            source = torch.cat([t, fresh.to(t), self._zeros(t, 1)], -1)
-        return source.index_select(-1, index)
-
-    def _zeros(self, like: torch.Tensor, n: int) -> torch.Tensor:
-        """Zeros [..., n] shaped like `like`'s leading dims (kept: only ever read)."""
-        key = (like.shape[:-1], n, like.dtype, like.device)
-        zeros = self._zero_tails.get(key)
-        if zeros is None:
-            if len(self._zero_tails) >= INDEX_CACHE:
-                self._zero_tails.clear()
-            zeros = self._zero_tails[key] = like.new_zeros((*like.shape[:-1], n))
-        return zeros
+        zero = t.new_zeros((*t.shape[:-1], 1))
+        return torch.cat([t, zero], -1).index_select(-1, index)

@@ -302,7 +302,7 @@ class AdaptiveMLP(nn.Module):
             self._set_capacities(caps, optimizer)
         old = self._shapes([min(w, c) for w, c in zip(self._widths, caps)])
         new = self._shapes(new_widths)
-        fresh = self._draw_fresh(new_widths, nus)
+        fresh = fresh_draws(self, self.generator, self._widths, new_widths, nus, self.theta.dtype)
         theta = self.theta.data
         leave = leaving_specs(self.layout, old, new)
         if leave:                               # leaving entries: exactly zero, state too
@@ -324,32 +324,18 @@ class AdaptiveMLP(nn.Module):
     def _set_capacities(self, caps: list[int], optimizer) -> None:
         """Re-lay θ and its optimiser state out at new capacities (a new Parameter; entries
         beyond them are cut, new room is zero)."""
-        layout = self._layout_for(caps)
-        index, n_fresh = self._relayout.index(self.layout, layout, False, self.theta.device)
-        old, move = self.theta, self._relayout.apply
-        new = nn.Parameter(move(old.detach(), index, None, n_fresh), requires_grad=old.requires_grad)
-        self._parameters["theta"] = new     # a new Parameter: see storage.swap_parameter
-        move_optimizer_state(optimizer, [(old, new, lambda s: move(s, index, None, n_fresh))])
-        self.__dict__.update(_caps=caps, layout=layout, storage_version=self.storage_version + 1)
+        layout, old_layout = self._layout_for(caps), self.layout
+        old, relayout = self.theta, self._relayout
 
-    def _draw_fresh(self, new_widths: list[int], nus: list[float]) -> torch.Tensor | None:
-        """Fresh entries for `new_widths`, flat, in the canonical draw order (storage.py, as
-        capacity.entering_positions lists them); None if nothing grows."""
-        old = [self.in_features, *self._widths, self.out_features]
-        new = [self.in_features, *new_widths, self.out_features]
-        draws = []
-        dtype = self.theta.dtype
-        for layer in range(self.num_hidden + 1):
-            old_shape, new_shape = (old[layer + 1], old[layer]), (new[layer + 1], new[layer])
-            if new_shape[0] <= old_shape[0] and new_shape[1] <= old_shape[1]:
-                continue
-            std, bias_std = grow_stds(self, layer, new_widths, nus)
-            rows, cols = draw_weight(old_shape, new_shape, std, self.generator, dtype)
-            draws += [t.reshape(-1) for t in (rows, cols) if t is not None]
-            if layer < self.num_hidden:
-                fresh = draw_bias(old_shape[0], new_shape[0], bias_std, self.generator, dtype)
-                draws += [fresh] if fresh is not None else []
-        return torch.cat(draws) if draws else None
+        def move(t):
+            return relayout(t, old_layout, layout)
+
+        new = nn.Parameter(move(old.detach()), requires_grad=old.requires_grad)
+        # a new Parameter rather than a `.data` swap: autograd caches a leaf's shape in its
+        # gradient accumulator, which a graph still alive from the previous step would keep stale
+        self._parameters["theta"] = new
+        move_optimizer_state(optimizer, [(old, new, move)])
+        self.__dict__.update(_caps=caps, layout=layout, storage_version=self.storage_version + 1)
 
     def _ensure_positions(self, n: int) -> None:
         if len(self._positions) < n:
@@ -425,6 +411,28 @@ def grow_stds(m, layer: int, widths: list[int], nus: list[float]) -> tuple[float
     if m.grow_init == "normal":
         return 1.0, 1.0
     return layer_std(layer, m.in_features, widths, nus, m.gain, m.init, m.importance), 0.0
+
+
+def fresh_draws(m, generator: torch.Generator, old_widths: list[int], new_widths: list[int],
+                nus: list[float], dtype) -> torch.Tensor | None:
+    """Fresh entries of a resize old -> new widths of MLP `m` (or of a stack member), flat, in the
+    canonical draw order (models/awnn/storage.py, as capacity.entering_specs lists them): per
+    layer ℓ that grows, W_ℓ's new rows, then its new columns, then b_ℓ's new entries when they
+    are random. None if nothing grows."""
+    old = [m.in_features, *old_widths, m.out_features]
+    new = [m.in_features, *new_widths, m.out_features]
+    draws = []
+    for layer in range(m.num_hidden + 1):
+        old_shape, new_shape = (old[layer + 1], old[layer]), (new[layer + 1], new[layer])
+        if new_shape[0] <= old_shape[0] and new_shape[1] <= old_shape[1]:
+            continue
+        std, bias_std = grow_stds(m, layer, new_widths, nus)
+        rows, cols = draw_weight(old_shape, new_shape, std, generator, dtype)
+        draws += [t.reshape(-1) for t in (rows, cols) if t is not None]
+        if layer < m.num_hidden:
+            fresh = draw_bias(old_shape[0], new_shape[0], bias_std, generator, dtype)
+            draws += [fresh] if fresh is not None else []
+    return torch.cat(draws) if draws else None
 
 
 def _trim_legacy(state_dict: dict, prefix: str, widths: list[int], m: AdaptiveMLP) -> None:

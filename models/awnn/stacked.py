@@ -22,16 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.awnn.capacity import active_specs, capacity_for, gather, next_capacities
+from models.awnn.capacity import (active_specs, capacity_for, entering_specs, gather,
+                                  leaving_specs, next_capacities, regions)
 from models.awnn.fused import AdaptiveForward
 from models.awnn.importance import Importance, ImportanceState, softplus_host, target_width
-from models.awnn.mlp import AdaptiveMLP, grow_stds
 from models.awnn.layout import FlatLayout, Relayout, mlp_shapes
-from models.awnn.storage import (draw_bias, draw_weight, fill_block, make_generator,
-                                 move_optimizer_state, resized, state_tensors)
+from models.awnn.mlp import AdaptiveMLP, fresh_draws
+from models.awnn.storage import make_generator, move_optimizer_state, resized, state_tensors
 from models.stacked.base import batched_linear
 
-SLICED_MEMBERS = 2          # members leaving a layer at once whose slices are zeroed one by one
 SHARED_SETTINGS = ("in_features", "out_features", "num_hidden", "k", "max_width", "init",
                    "grow_init", "importance", "activation_name", "has_out_bias", "nu_min")
 
@@ -125,12 +124,6 @@ class StackedAdaptiveMLP(nn.Module):
             state_dict[prefix + "theta"] = self.layout.pack([state_dict.pop(k) for k in keys])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def _piece_views(self, optimizer) -> list[list[torch.Tensor]]:
-        """The pieces of θ and of each per-entry optimiser state tensor of θ (views)."""
-        theta = self.theta
-        return [self.layout.views(t) for t in
-                [theta.data, *(s[key] for s, key in state_tensors(theta, optimizer))]]
-
     def nus(self) -> torch.Tensor:
         nu = F.softplus(self.raw_nu)
         return nu + self.nu_min if self.nu_min else nu
@@ -206,8 +199,8 @@ class StackedAdaptiveMLP(nn.Module):
     def resize_members(self, targets: dict[int, list[int]], optimizer=None,
                        nus: list[list[float]] | None = None) -> None:
         """Members' hidden widths -> targets[i]. Leaving entries and their optimiser state are
-        zeroed (`_zero_inactive`); each growing member then draws its fresh
-        neurons from its own generator in the unstacked order."""
+        zeroed; each growing member then draws its fresh neurons from its own generator in the
+        unstacked order (`_move_entries`)."""
         targets = {i: [int(w) for w in widths] for i, widths in targets.items()
                    if [int(w) for w in widths] != self._widths[i]}
         if not targets:
@@ -226,11 +219,7 @@ class StackedAdaptiveMLP(nn.Module):
         for i, widths in targets.items():
             self._widths[i] = widths
         self._rebuild_masks()
-        leaving = [[(i, widths[layer], old[i][layer]) for i, widths in targets.items()
-                    if widths[layer] < old[i][layer]] for layer in range(self.num_hidden)]
-        self._zero_inactive(leaving, optimizer)
-        for i, widths in targets.items():
-            self._draw_member(i, old[i], widths, nus[i])
+        self._move_entries(old, targets, nus, optimizer)
         for layer, cap in enumerate(self.capacities):          # every member far below: shrink
             need = max(widths[layer] for widths in self._widths)
             if next_capacities([cap], [need]) != [cap]:
@@ -243,47 +232,34 @@ class StackedAdaptiveMLP(nn.Module):
         for layer, mask in enumerate(masks):
             torch.lt(self._positions[:mask.shape[1]], widths[:, layer, None], out=mask)
 
-    def _zero_inactive(self, leaving: list[list[tuple]], optimizer) -> None:
-        """Zero the entries that shrinking members leave (parameters and per-entry optimiser
-        state). leaving[ℓ]: (member, new width, old width) of each member whose layer ℓ shrank.
-        Entries outside a member's block are zero already, so a few members' slices are zeroed
-        one by one; many at once, every inactive entry of the layer's tensors (masked fills)."""
-        views = None
-        for layer, members in enumerate(leaving):
-            if not members:
-                continue
-            views = self._piece_views(optimizer) if views is None else views
-            pieces = ((layer, 1), (self.num_hidden + 1 + layer, 1), (layer + 1, 2))
-            if len(members) <= SLICED_MEMBERS:
-                for k, axis in pieces:
-                    for t in (v[k] for v in views):
-                        for i, new, old in members:
-                            t[i].narrow(axis - 1, new, old - new).zero_()
-                continue
-            drop = self.masks()[layer] == 0                     # [S, C_ℓ] bool
-            for (k, axis), where in zip(pieces, (drop.unsqueeze(2), drop, drop.unsqueeze(1))):
-                for t in (v[k] for v in views):
-                    t.masked_fill_(where, 0.0)
+    def _move_entries(self, old: dict, new: dict, nus, optimizer) -> None:
+        """Zero the entries that members leave (parameters and per-entry optimiser state; all
+        other inactive entries are zero already), then write each growing member's fresh draws
+        (its own generator, the unstacked order; their optimiser state is zero): one multi-tensor
+        write each, on strided views of θ (models/awnn/capacity.py specs, shifted to member i)."""
+        numel, fresh_bias = self.layout.numel, self.grow_init == "normal"
+        leave, enter, draws = [], [], []
+        for i, widths in new.items():
+            old_shapes, new_shapes = self._shapes(old[i]), self._shapes(widths)
+            shift = i * numel
+            leave += [(z, st, o + shift) for z, st, o in leaving_specs(self.layout, old_shapes,
+                                                                      new_shapes)]
+            fresh = fresh_draws(self, self.generators[i], old[i], widths, nus[i], self.theta.dtype)
+            if fresh is not None:
+                enter += [(z, st, o + shift) for z, st, o in entering_specs(
+                    self.layout, old_shapes, new_shapes, self.num_hidden, fresh_bias)]
+                draws.append(fresh)
+        theta = self.theta.data
+        if leave:
+            tensors = [theta, *(s[key] for s, key in state_tensors(self.theta, optimizer))]
+            torch._foreach_zero_([r for t in tensors for r in regions(t, leave)])
+        if enter:
+            targets = regions(theta, enter)
+            parts = torch.cat(draws).to(theta).split([math.prod(z) for z, _, _ in enter])
+            torch._foreach_copy_(targets, [p.view(t.shape) for p, t in zip(parts, targets)])
 
-    def _draw_member(self, i: int, old_widths: list[int], new_widths: list[int],
-                     nus: list[float]) -> None:
-        """Fresh entries of member i (its generator, the unstacked order); their optimiser state
-        is already zero (inactive until now)."""
-        old = [self.in_features, *old_widths, self.out_features]
-        new = [self.in_features, *new_widths, self.out_features]
-        gen = self.generators[i]
-        for layer in range(self.num_hidden + 1):
-            old_shape, new_shape = (old[layer + 1], old[layer]), (new[layer + 1], new[layer])
-            if new_shape[0] <= old_shape[0] and new_shape[1] <= old_shape[1]:
-                continue                                        # nothing enters
-            std, bias_std = grow_stds(self, layer, new_widths, nus)
-            pieces = self.layout.views(self.theta.data)
-            rows, cols = draw_weight(old_shape, new_shape, std, gen, self.theta.dtype)
-            _fill(pieces[layer][i], old_shape, new_shape, rows, cols)
-            if layer < self.num_hidden:
-                fresh = draw_bias(old_shape[0], new_shape[0], bias_std, gen, self.theta.dtype)
-                _fill(pieces[self.num_hidden + 1 + layer][i], old_shape[:1], new_shape[:1], fresh,
-                      None)
+    def _shapes(self, widths: list[int]) -> tuple:
+        return mlp_shapes(self.in_features, widths, self.out_features, self.has_out_bias)
 
     def _set_capacity(self, layer: int, cap: int, optimizer, keep_identity: bool = False) -> None:
         """Capacity of hidden layer `layer` -> cap, for every member (zero padding, or cutting
@@ -293,9 +269,8 @@ class StackedAdaptiveMLP(nn.Module):
         caps = self.capacities
         caps[layer] = cap
         layout = FlatLayout(mlp_shapes(self.in_features, caps, self.out_features, self.has_out_bias))
-        index, n = self._relayout.index(self.layout, layout, False, self.theta.device)
-        _reallocate(self, lambda t: self._relayout.apply(t, index, None, n), optimizer,
-                    keep_identity)
+        old_layout = self.layout
+        _reallocate(self, lambda t: self._relayout(t, old_layout, layout), optimizer, keep_identity)
         self.layout = layout
         name = f"_mask{layer}"
         setattr(self, name, resized(getattr(self, name), (S, cap)))
@@ -460,10 +435,6 @@ class StackedAdaptiveMLP(nn.Module):
 
 def _stack_padded(tensors: list[torch.Tensor], shape: tuple) -> torch.Tensor:
     return torch.stack([resized(t, shape) for t in tensors])
-
-
-def _fill(target: torch.Tensor, old: tuple, new: tuple, rows, cols) -> None:
-    fill_block(target, old, new, *(None if t is None else t.to(target.device) for t in (rows, cols)))
 
 
 def _reallocate(module: StackedAdaptiveMLP, move, optimizer, keep_identity: bool) -> None:

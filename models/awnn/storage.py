@@ -55,40 +55,12 @@ def draw_bias(old: int, new: int, std: float, generator: torch.Generator, dtype)
     return _normal((new - old,), std, generator, dtype)
 
 
-def fill_block(target: torch.Tensor, old: tuple, new: tuple, rows, cols) -> None:
-    """Write fresh rows/cols (CPU tensors or None) into `target` ([..., R, C] or [..., R]) at the
-    regions `draw_weight` / `draw_bias` describe."""
-    r_keep = min(old[0], new[0])
-    if len(new) == 1:
-        if rows is not None:
-            target[..., r_keep:new[0]].copy_(rows)
-        return
-    c_keep = min(old[1], new[1])
-    if rows is not None:
-        target[..., r_keep:new[0], :new[1]].copy_(rows)
-    if cols is not None:
-        target[..., :r_keep, c_keep:new[1]].copy_(cols)
-
-
 def state_tensors(param: torch.Tensor, optimizer) -> list[tuple[dict, str]]:
     """(state dict, key) of the optimiser's per-entry tensors of `param` (moments, momentum)."""
     if optimizer is None or param not in optimizer.state:
         return []
     state = optimizer.state[param]
     return [(state, key) for key, t in state.items() if torch.is_tensor(t) and t.shape == param.shape]
-
-
-def swap_parameter(params: nn.ParameterList, index: int, value: torch.Tensor) -> tuple:
-    """Replace params[index] by a new Parameter holding `value`; returns (old, new).
-
-    A new Parameter rather than a `.data` swap: autograd caches a leaf's shape in its gradient
-    accumulator, which a graph still alive from the previous step would keep stale.
-    """
-    key = str(index)                                   # ParameterList's own key for index
-    old = params._parameters[key]
-    new = nn.Parameter(value, requires_grad=old.requires_grad)
-    params._parameters[key] = new
-    return old, new
 
 
 def move_optimizer_state(optimizer, moves: list[tuple]) -> None:
@@ -106,24 +78,6 @@ def move_optimizer_state(optimizer, moves: list[tuple]) -> None:
         if state is not None:
             optimizer.state[new] = {k: move_state(v) if torch.is_tensor(v) and v.shape == old.shape
                                     else v for k, v in state.items()}
-
-
-def resized_with(t: torch.Tensor, old: tuple, new: tuple, rows=None, cols=None) -> torch.Tensor:
-    """t ([R, C] or [R], active block `old`) at shape `new`: the kept block, then the fresh rows
-    / columns (on t's device; zeros where None), as `draw_weight` / `draw_bias` lay them out."""
-    if len(new) == 1 or new[1] == old[1]:              # rows change only
-        if new[0] <= old[0]:
-            return t[:new[0]].clone()
-        extra = rows.to(t.device) if rows is not None else t.new_zeros((new[0] - old[0], *t.shape[1:]))
-        return torch.cat([t, extra])
-    if new[0] == old[0]:                               # columns change only
-        if new[1] <= old[1]:
-            return t[:, :new[1]].clone()
-        extra = cols.to(t.device) if cols is not None else t.new_zeros((new[0], new[1] - old[1]))
-        return torch.cat([t, extra], 1)
-    out = resized(t, new)
-    fill_block(out, old, new, *(None if x is None else x.to(t.device) for x in (rows, cols)))
-    return out
 
 
 def resized(t: torch.Tensor, shape: tuple) -> torch.Tensor:
