@@ -1,8 +1,10 @@
 """Adaptive Width Neural Networks (AWNN): adaptive MLP layers, their stacked form, ELBO helpers.
 
-Modules: importance (conventions, width rule, kaiming+ scale), mlp (AdaptiveMLP), stacked
-(StackedAdaptiveMLP, stack_adaptive), storage (growth draws, parameter replacement), training
-(width updates, priors, truncation), config (model=awnn_mlp).
+Modules: importance (conventions, width rule, kaiming+ scale), mlp (AdaptiveMLP), fused (its
+forward pass as one autograd node), layout (every weight and bias in one flat θ), capacity (the
+active blocks inside θ, resizes in place), stacked (StackedAdaptiveMLP, stack_adaptive), storage
+(growth draws, optimiser-state moves), training (width updates, priors, truncation), config
+(model=awnn_mlp).
 """
 from models.awnn.config import AdaptiveMLPConfig, build
 from models.awnn.importance import (IMPORTANCES, Importance, importance, sum_sq_importance,

@@ -10,11 +10,16 @@ Conventions: see models/awnn/importance.py (importance `paper` | `authors`, ν, 
   global generator, saved in the state dict (`_extra_state`) so that a resumed run draws on.
 - Dropped neurons are discarded; a neuron that comes back later is fresh.
 
-Storage: every parameter has exactly its active size, so the forward pass, the weight prior and
-the optimiser touch active entries only. A resize replaces the resized Parameters with new ones,
-in the module and in the optimiser's param groups and state (kept entries keep their state, new
-entries start at zero; Adam's step count is kept), so the same optimiser object keeps working;
-code holding old Parameter references must re-read them (`storage_version` counts replacements).
+Storage: every weight and bias lives in one flat Parameter θ (models/awnn/layout.py), so the
+optimiser, the weight prior and zero_grad touch one tensor; `weight` / `bias` are views. θ holds
+each piece at the layer's capacity (models/awnn/capacity.py): the forward pass reads the active
+blocks, everything else is exactly zero (parameters and optimiser state). A resize within the
+capacity zeroes leaving entries and writes fresh ones in place (kept entries keep their state,
+new ones start at zero); only a capacity change replaces θ by a new Parameter, in the optimiser's
+param groups and state too, so the same optimiser object keeps working (`storage_version` counts
+replacements). State dicts hold `weight.ℓ` / `bias.ℓ` at the active sizes, and the capacity in
+`_extra_state`; optimiser states saved while each piece was its own parameter load through
+`training.flat_optimizer_state`.
 
 Per step: the whole forward pass is one autograd node with a closed-form backward
 (models/awnn/fused.py); the importances are folded into the next layer's weight columns (eq. 14
@@ -23,7 +28,7 @@ are decided on the host from the raw ν, read once per step. `_run` is the same 
 autograd (hidden activations, tests). Stacks: models/awnn/stacked.py.
 
 `load_state_dict()` into any AdaptiveMLP with the same in/out features and depth (e.g. a fresh
-model at the config's initial width) resizes it first by swapping `.data`, keeping Parameter
+model at the config's initial width) re-lays θ out first by swapping `.data`, keeping Parameter
 identities, so an optimiser built on the fresh model can then load its own saved state. Load
 before training (a model that already ran backward may hold stale autograd shape metadata).
 """

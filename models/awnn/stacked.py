@@ -216,21 +216,16 @@ class StackedAdaptiveMLP(nn.Module):
                 self._set_capacity(layer, capacity_for(need), optimizer)
         nus = self.host_nus() if nus is None else nus
         old = {i: self._widths[i] for i in targets}
+        masks = self.masks()
         for i, widths in targets.items():
             self._widths[i] = widths
-        self._rebuild_masks()
+            for mask, was, now in zip(masks, old[i], widths):     # member i's row: 1 for j < D_iℓ
+                mask[i, min(was, now):max(was, now)].fill_(1.0 if now > was else 0.0)
         self._move_entries(old, targets, nus, optimizer)
         for layer, cap in enumerate(self.capacities):          # every member far below: shrink
             need = max(widths[layer] for widths in self._widths)
             if next_capacities([cap], [need]) != [cap]:
                 self._set_capacity(layer, capacity_for(need), optimizer)
-
-    def _rebuild_masks(self) -> None:
-        """Masks from the widths: 1 for j < D_iℓ, else 0 (one host-to-device copy)."""
-        masks = self.masks()
-        widths = torch.tensor(self._widths, dtype=masks[0].dtype, device=masks[0].device)
-        for layer, mask in enumerate(masks):
-            torch.lt(self._positions[:mask.shape[1]], widths[:, layer, None], out=mask)
 
     def _move_entries(self, old: dict, new: dict, nus, optimizer) -> None:
         """Zero the entries that members leave (parameters and per-entry optimiser state; all
