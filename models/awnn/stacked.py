@@ -27,8 +27,9 @@ from models.awnn.capacity import (active_specs, capacity_for, entering_specs, ga
 from models.awnn.fused import AdaptiveForward
 from models.awnn.importance import Importance, ImportanceState, softplus_host, target_width
 from models.awnn.layout import FlatLayout, Relayout, mlp_shapes
-from models.awnn.mlp import AdaptiveMLP, fresh_draws
-from models.awnn.storage import make_generator, move_optimizer_state, resized, state_tensors
+from models.awnn.mlp import AdaptiveMLP
+from models.awnn.storage import (fresh_draws, make_generator, move_optimizer_state, resized,
+                                 state_tensors)
 from models.stacked.base import batched_linear
 
 SHARED_SETTINGS = ("in_features", "out_features", "num_hidden", "k", "max_width", "init",

@@ -1,4 +1,4 @@
-"""Storage of adaptive layers: fresh-neuron draws, parameter replacement with optimiser state.
+"""Storage of adaptive layers: init scales and fresh-neuron draws, optimiser-state moves.
 
 Fresh neurons (Algorithm 1, growth) come from a CPU `torch.Generator` owned by the model, in a
 canonical order shared by unstacked and stacked layers, so that member i of a stack draws exactly
@@ -9,8 +9,11 @@ dtype and copied to its device (one small copy per growth).
 """
 from __future__ import annotations
 
+import math
+
 import torch
-from torch import nn
+
+from models.awnn.importance import sum_sq_importance
 
 
 def peek_seed() -> int:
@@ -86,3 +89,42 @@ def resized(t: torch.Tensor, shape: tuple) -> torch.Tensor:
     keep = tuple(slice(0, min(a, b)) for a, b in zip(t.shape, shape))
     out[keep] = t[keep]
     return out
+
+
+def layer_std(layer: int, in_features: int, widths: list[int], nus: list[float], gain: float,
+              init: str, convention: str) -> float:
+    """Init std of weight `layer` (0 = input layer) of an MLP at hidden `widths` and rates `nus`."""
+    fan_in = in_features if layer == 0 else widths[layer - 1]
+    if layer == 0 or init == "kaiming":
+        return math.sqrt(gain / fan_in)
+    # kaiming+ (AWNN Thm 3.1, eq. 41): Var[w] = gain / Σ_j f(j; ν_{ℓ−1})² over the previous layer
+    return math.sqrt(gain / sum_sq_importance(fan_in, nus[layer - 1], convention))
+
+
+def grow_stds(m, layer: int, widths: list[int], nus: list[float]) -> tuple[float, float]:
+    """(weight std, bias std) of fresh entries of weight `layer` at the new widths."""
+    if m.grow_init == "normal":
+        return 1.0, 1.0
+    return layer_std(layer, m.in_features, widths, nus, m.gain, m.init, m.importance), 0.0
+
+
+def fresh_draws(m, generator: torch.Generator, old_widths: list[int], new_widths: list[int],
+                nus: list[float], dtype) -> torch.Tensor | None:
+    """Fresh entries of a resize old -> new widths of MLP `m` (or of a stack member), flat, in the
+    canonical draw order (models/awnn/storage.py, as capacity.entering_specs lists them): per
+    layer ℓ that grows, W_ℓ's new rows, then its new columns, then b_ℓ's new entries when they
+    are random. None if nothing grows."""
+    old = [m.in_features, *old_widths, m.out_features]
+    new = [m.in_features, *new_widths, m.out_features]
+    draws = []
+    for layer in range(m.num_hidden + 1):
+        old_shape, new_shape = (old[layer + 1], old[layer]), (new[layer + 1], new[layer])
+        if new_shape[0] <= old_shape[0] and new_shape[1] <= old_shape[1]:
+            continue
+        std, bias_std = grow_stds(m, layer, new_widths, nus)
+        rows, cols = draw_weight(old_shape, new_shape, std, generator, dtype)
+        draws += [t.reshape(-1) for t in (rows, cols) if t is not None]
+        if layer < m.num_hidden:
+            fresh = draw_bias(old_shape[0], new_shape[0], bias_std, generator, dtype)
+            draws += [fresh] if fresh is not None else []
+    return torch.cat(draws) if draws else None
