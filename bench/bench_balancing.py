@@ -20,26 +20,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import balancing as nb  # noqa: E402
 from models.fcn import FCN  # noqa: E402
+from models.stacked import StackedFCN  # noqa: E402
 
 WIDTHS = [512, 256, 128, 64]
 MEMBERS = 8
-
-
-class StackedChain(torch.nn.Module):
-    """The members' Linear parameters stacked on a leading member dimension (balancing only)."""
-
-    def __init__(self, members: list[FCN]):
-        super().__init__()
-        self.members = len(members)
-        lins = [m.linears for m in members]
-        self.weights = torch.nn.ParameterList(
-            torch.stack([ls[k].weight.detach() for ls in lins]) for k in range(len(lins[0])))
-        self.biases = torch.nn.ParameterList(
-            torch.stack([ls[k].bias.detach() for ls in lins]) for k in range(len(lins[0])))
-
-    def unit_groups(self, include_bias: bool = True) -> list[nb.UnitGroup]:
-        return nb.chain_groups_from_params(list(self.weights), list(self.biases), include_bias,
-                                           members=self.members)
 
 
 def stacked_cases(device, repeats):
@@ -48,7 +32,7 @@ def stacked_cases(device, repeats):
     cases = {f"partial sweep, {MEMBERS}x 784-256-10": lambda m: nb.partial_balance(m, 1),
              f"full direct p=2, {MEMBERS}x 784-256-10": lambda m: nb.full_balance(m, 2)}
     for case, balance in cases.items():   # each repeat from fresh copies, made before the clock
-        stacks = [StackedChain(copy.deepcopy(members)) for _ in range(repeats)]
+        stacks = [StackedFCN(copy.deepcopy(members)) for _ in range(repeats)]
         loops = [copy.deepcopy(members) for _ in range(repeats)]
         vec_s, _ = timed(lambda: balance(stacks.pop()), device, repeats)
         loop_s, _ = timed(lambda: [balance(m) for m in loops.pop()], device, repeats)
