@@ -10,9 +10,11 @@ only then is θ re-laid out (a new Parameter). A stack computes at its capacitie
 padded to the widest), so the headroom is paid on every step there.
 
 Blocks are addressed by strided specs (size, stride, offset) into the flat tensor, plain integers
-computed per resize: `region(t, spec)` is `t.as_strided(*spec)` (t 1-D, contiguous).
+(cached per layout and shapes): `regions(t, specs)` are `t.as_strided(*spec)` views.
 """
 from __future__ import annotations
+
+from functools import lru_cache
 
 import torch
 
@@ -52,23 +54,26 @@ def block(layout: FlatLayout, k: int, rows: tuple[int, int], cols: tuple[int, in
     return (n_rows, n_cols), (shape[1], 1), offset + rows[0] * shape[1] + cols[0]
 
 
-def active_specs(layout: FlatLayout, shapes) -> list:
+@lru_cache(maxsize=1024)
+def active_specs(layout: FlatLayout, shapes) -> tuple:
     """Spec of every piece's active block (`shapes`: the pieces at the widths)."""
-    return [block(layout, k, (0, s[0]), (0, s[1]) if len(s) == 2 else None)
-            for k, s in enumerate(shapes)]
+    return tuple(block(layout, k, (0, s[0]), (0, s[1]) if len(s) == 2 else None)
+                 for k, s in enumerate(shapes))
 
 
-def leaving_specs(layout: FlatLayout, old, new) -> list:
+@lru_cache(maxsize=1024)
+def leaving_specs(layout: FlatLayout, old, new) -> tuple:
     """Specs of the entries a resize `old` -> `new` (piece shapes, within the capacities) drops."""
     out = []
     for k, (o, n) in enumerate(zip(old, new)):
         out.append(block(layout, k, (n[0], o[0]), (0, o[1]) if len(o) == 2 else None))
         if len(o) == 2:
             out.append(block(layout, k, (0, min(o[0], n[0])), (n[1], o[1])))
-    return [s for s in out if s is not None]
+    return tuple(s for s in out if s is not None)
 
 
-def entering_specs(layout: FlatLayout, old, new, num_hidden: int, fresh_bias: bool) -> list:
+@lru_cache(maxsize=1024)
+def entering_specs(layout: FlatLayout, old, new, num_hidden: int, fresh_bias: bool) -> tuple:
     """Specs of the entries a resize brings in, in the order the growth draws come
     (models/awnn/storage.py): per layer ℓ the new rows [r_keep:, :c_new] and columns
     [:r_keep, c_keep:] of W_ℓ, then (fresh_bias) the new entries of b_ℓ. Entries that enter
@@ -82,7 +87,7 @@ def entering_specs(layout: FlatLayout, old, new, num_hidden: int, fresh_bias: bo
         if fresh_bias and layer < num_hidden:
             out.append(block(layout, num_hidden + 1 + layer, (old[num_hidden + 1 + layer][0],
                                                               new[num_hidden + 1 + layer][0]), None))
-    return [s for s in out if s is not None]
+    return tuple(s for s in out if s is not None)
 
 
 def regions(t: torch.Tensor, specs) -> list[torch.Tensor]:

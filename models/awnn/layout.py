@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from functools import lru_cache
 from itertools import accumulate
 
 import numpy as np
@@ -18,9 +19,16 @@ import torch
 INDEX_CACHE = 16            # gather indices kept
 
 
-def mlp_shapes(in_features: int, widths: list[int], out_features: int,
+def mlp_shapes(in_features: int, widths, out_features: int,
                out_bias: bool) -> tuple[tuple[int, ...], ...]:
-    """Piece shapes: weights (D_{ℓ+1}, D_ℓ) for ℓ = 0..L, then the biases."""
+    """Piece shapes: weights (D_{ℓ+1}, D_ℓ) for ℓ = 0..L, then the biases (cached: a resize asks
+    for them every step)."""
+    return _mlp_shapes(in_features, tuple(widths), out_features, out_bias)
+
+
+@lru_cache(maxsize=1024)
+def _mlp_shapes(in_features: int, widths: tuple[int, ...], out_features: int,
+                out_bias: bool) -> tuple[tuple[int, ...], ...]:
     sizes = [in_features, *widths, out_features]
     weights = [(b, a) for a, b in zip(sizes[:-1], sizes[1:])]
     biases = [(b,) for b in sizes[1:-1]] + ([(out_features,)] if out_bias else [])
@@ -31,10 +39,16 @@ class FlatLayout:
     """Offsets of each piece in the flat θ; `views(t)` cuts t ([..., P]) into piece views."""
 
     def __init__(self, shapes: tuple[tuple[int, ...], ...]):
-        self.shapes = shapes
+        self.shapes = tuple(shapes)
         self.numels = [math.prod(s) for s in shapes]
         self.offsets = list(accumulate(self.numels, initial=0))
         self.numel = self.offsets[-1]
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, FlatLayout) and other.shapes == self.shapes
+
+    def __hash__(self) -> int:
+        return hash(self.shapes)
 
     def views(self, t: torch.Tensor) -> list[torch.Tensor]:
         lead = t.shape[:-1]
