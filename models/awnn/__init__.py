@@ -2,7 +2,8 @@
 
 Modules: importance (conventions, width rule, kaiming+ scale), mlp (AdaptiveMLP), fused (its
 forward pass as one autograd node), layout (every weight and bias in one flat θ), capacity (the
-active blocks inside θ, resizes in place), stacked (StackedAdaptiveMLP, stack_adaptive), storage
+active blocks inside θ, resizes in place), stacked (StackedAdaptiveMLP), members (a stacked
+member's state in the unstacked format), classifier (stack_adaptive), storage
 (growth draws, optimiser-state moves), training (width updates, priors, truncation), config
 (model=awnn_mlp).
 """
@@ -10,7 +11,8 @@ from models.awnn.config import AdaptiveMLPConfig, build
 from models.awnn.importance import (IMPORTANCES, Importance, importance, sum_sq_importance,
                                     target_width, width_for)
 from models.awnn.mlp import GAINS, GROW_INITS, INITS, AdaptiveMLP
-from models.awnn.stacked import StackedAdaptiveClassifier, StackedAdaptiveMLP, stack_adaptive
+from models.awnn.classifier import StackedAdaptiveClassifier, stack_adaptive
+from models.awnn.stacked import StackedAdaptiveMLP
 from models.awnn.training import (adaptive_modules, add_theta_prior_grad, flat_optimizer_state,
                                   log_prior_nu, log_prior_theta, theta_parameters, theta_penalty,
                                   truncate, truncate_to_accuracy, update_widths)

@@ -2,14 +2,14 @@
 shared capacity.
 
 Every tensor carries a leading member axis S and the capacity C_ℓ of each hidden layer (the
-largest width any member has needed, doubled when exceeded, for all members). Member i's active
+widest member's width plus headroom, shared by all members; models/awnn/capacity.py). Member i's active
 block is [i, :D_iℓ, ...]; everything outside it, parameters and optimiser state alike, is exactly
 zero, and member i's importance is exactly zero beyond D_iℓ (a mask), so one batched GEMM serves
 all widths and no gradient reaches inactive entries. Growth draws come from each member's own
 generator in the unstacked order (models/awnn/storage.py), so member i draws what the unstacked
 run of its seed draws.
 
-    stack = stack_adaptive([build(seed) for seed in seeds])       # nn.Sequential(Flatten, AdaptiveMLP)
+    stack = stack_adaptive([build(seed) for seed in seeds])       # models/awnn/classifier.py
     out = stack(x)                                                 # [S, B, ...] or [B, ...] -> [S, B, C]
     stack.update_widths(optimizer)                                 # after each step, per member
 """
@@ -22,11 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.awnn.capacity import (active_specs, capacity_for, entering_specs, gather,
-                                  leaving_specs, next_capacities, regions)
+from models.awnn.capacity import (capacity_for, entering_specs, leaving_specs, next_capacities,
+                                  regions)
 from models.awnn.fused import AdaptiveForward
 from models.awnn.importance import Importance, ImportanceState, softplus_host, target_width
 from models.awnn.layout import FlatLayout, Relayout, mlp_shapes
+from models.awnn.members import MemberState
 from models.awnn.mlp import AdaptiveMLP
 from models.awnn.storage import (fresh_draws, make_generator, move_optimizer_state, resized,
                                  state_tensors)
@@ -36,7 +37,7 @@ SHARED_SETTINGS = ("in_features", "out_features", "num_hidden", "k", "max_width"
                    "grow_init", "importance", "activation_name", "has_out_bias", "nu_min")
 
 
-class StackedAdaptiveMLP(nn.Module):
+class StackedAdaptiveMLP(MemberState, nn.Module):
     """S AdaptiveMLP members: raw_nu [S, L] and θ [S, P], each member's weights and biases at the
     shared capacities (models/awnn/layout.py; `weight[ℓ]` [S, rows, cols] and `bias[ℓ]` [S, rows]
     are views). Input [S, B, in] (a batch per member) or [B, in] (shared)."""
@@ -274,155 +275,6 @@ class StackedAdaptiveMLP(nn.Module):
             self._positions = torch.arange(max(self.capacities), dtype=self._positions.dtype,
                                            device=self._positions.device)
 
-    # --- per-member state (docs/STACKING.md) ------------------------------------------------
-    def _check_member(self, i: int) -> None:
-        if not (isinstance(i, int) and 0 <= i < self.members):
-            raise IndexError(f"member {i!r} is out of range; this stack has members "
-                             f"0..{self.members - 1}")
-
-    def _blocks(self, i: int) -> list[tuple]:
-        """Member i's active block of each piece of θ (its index in the piece's view)."""
-        return [(i, *(slice(0, n) for n in shape)) for shape in
-                mlp_shapes(self.in_features, self._widths[i], self.out_features, self.has_out_bias)]
-
-    def _named(self, raw: torch.Tensor, theta: torch.Tensor) -> dict[str, torch.Tensor]:
-        """{"raw_nu": raw, "weight.ℓ" / "bias.ℓ": views of theta}: member state-dict names."""
-        return {"raw_nu": raw, **dict(zip(self.piece_names(), self.layout.views(theta)))}
-
-    def member_state_dict(self, i: int, prefix: str = "") -> dict:
-        """What member i's unstacked AdaptiveMLP `state_dict()` holds (copies)."""
-        self._check_member(i)
-        named = self._named(self.raw_nu.detach(), self.theta.detach())
-        out = {prefix + "raw_nu": named.pop("raw_nu")[i].clone()}
-        for (name, t), index in zip(named.items(), self._blocks(i)):
-            out[prefix + name] = t[index].clone()
-        out[prefix + "_extra_state"] = {"grow_rng": self.generators[i].get_state()}
-        return out
-
-    def _member_entry(self, i: int, p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Member i's unstacked form of v (a per-entry tensor shaped like parameter p)."""
-        if p is self.raw_nu:
-            return v[i].clone()
-        return torch.cat([t[index].reshape(-1) for t, index in
-                          zip(self.layout.views(v), self._blocks(i))])
-
-    def _set_member_entry(self, i: int, p: torch.Tensor, own: torch.Tensor,
-                          value: torch.Tensor) -> None:
-        """own[i] <- member i's unstacked value (zeros outside its active blocks)."""
-        own[i].zero_()
-        if p is self.raw_nu:
-            own[i] = value.to(own)
-            return
-        blocks = self._blocks(i)
-        sizes = [math.prod(b.stop for b in index[1:]) for index in blocks]
-        caps = self._saved_caps.get(i)
-        if value.numel() != sum(sizes) and caps is not None:      # saved at an unstacked capacity
-            shapes = mlp_shapes(self.in_features, caps, self.out_features, self.has_out_bias)
-            widths = mlp_shapes(self.in_features, self._widths[i], self.out_features,
-                                self.has_out_bias)
-            if value.numel() == FlatLayout(shapes).numel:
-                value = gather(value, active_specs(FlatLayout(shapes), widths))
-        if value.numel() != sum(sizes):
-            raise ValueError(f"member state of {value.numel()} entries does not fit member {i}'s "
-                             f"widths {self._widths[i]} ({sum(sizes)} entries)")
-        for t, index, part in zip(self.layout.views(own), blocks, value.split(sizes)):
-            t[index] = part.view(t[index].shape).to(own)
-
-    @torch.no_grad()
-    def load_member_state_dict(self, i: int, state: dict, prefix: str = "") -> None:
-        """Load an unstacked member's `state_dict()` into member i (load before training and
-        before the optimiser state: capacity may grow by swapping `.data`)."""
-        self._check_member(i)
-        expected = {"raw_nu", *self.piece_names(), "_extra_state"}
-        got = {k[len(prefix):] for k in state if k.startswith(prefix)}
-        if got != expected:
-            raise KeyError(f"member state dict does not fit this stack: missing "
-                           f"{sorted(expected - got)}, unexpected {sorted(got - expected)}")
-        widths = [int(state[f"{prefix}weight.{layer}"].shape[0]) for layer in range(self.num_hidden)]
-        for layer, (w, cap) in enumerate(zip(widths, self.capacities)):
-            if w > cap:
-                self._set_capacity(layer, capacity_for(w), None, keep_identity=True)
-        self._widths[i] = widths
-        for layer, mask in enumerate(self.masks()):
-            mask[i].zero_()
-            mask[i, :widths[layer]].fill_(1.0)
-        self.raw_nu.data[i] = state[prefix + "raw_nu"].to(self.raw_nu)
-        self.theta.data[i].zero_()
-        named = self._named(self.raw_nu.data, self.theta.data)
-        del named["raw_nu"]
-        for (name, target), index in zip(named.items(), self._blocks(i)):
-            value = state[prefix + name]
-            if target[index].shape != value.shape:
-                raise ValueError(f"{name}: member tensor of shape {tuple(value.shape)} does not "
-                                 f"fit {tuple(target[index].shape)}")
-            target[index] = value.to(target)
-        extra = state[prefix + "_extra_state"]
-        self.generators[i].set_state(extra["grow_rng"].detach().cpu())
-        self._saved_caps[i] = extra.get("capacity")     # an unstacked θ may be wider (capacity.py)
-        self._frozen.discard(i)
-
-    @torch.no_grad()
-    def zero_member(self, i: int, optimizer: torch.optim.Optimizer | None = None) -> None:
-        """Zero member i's parameters and optimiser state (a diverged member), so that its NaNs
-        stop flowing, and shrink it to one neuron per layer for good: its record is final, and
-        a member whose width ran away no longer makes the others compute at its capacity."""
-        self._check_member(i)
-        self.resize_members({i: [1] * self.num_hidden}, optimizer)
-        for p in self.parameters():
-            p.data[i].zero_()
-            for state, key in state_tensors(p, optimizer):
-                state[key][i].zero_()
-        self._frozen.add(i)
-
-    def member_optimizer_state(self, optimizer: torch.optim.Optimizer, i: int) -> dict:
-        """The `state_dict()` member i's unstacked optimiser would hold: per-entry state tensors cut
-        to member i's active blocks, shared entries (Adam's step) kept, same param groups."""
-        self._check_member(i)
-        own = (self.raw_nu, self.theta)
-        params = [p for g in optimizer.param_groups for p in g["params"]]
-        state = {}
-        for k, p in enumerate(params):
-            if not optimizer.state.get(p):
-                continue
-            mine = any(p is q for q in own)
-            state[k] = {key: (self._member_entry(i, p, v) if mine and torch.is_tensor(v)
-                              and v.shape == p.shape else
-                              v.clone() if torch.is_tensor(v) else copy.deepcopy(v))
-                        for key, v in optimizer.state[p].items()}
-        groups, start = [], 0
-        for group in optimizer.param_groups:
-            n = len(group["params"])
-            groups.append({**copy.deepcopy({k: v for k, v in group.items() if k != "params"}),
-                           "params": list(range(start, start + n))})
-            start += n
-        return {"state": state, "param_groups": groups}
-
-    @torch.no_grad()
-    def load_member_optimizer_state(self, optimizer: torch.optim.Optimizer, i: int,
-                                    state_dict: dict) -> None:
-        """Load member i's unstacked optimiser `state_dict()` (after `load_member_state_dict`)."""
-        self._check_member(i)
-        own_params = (self.raw_nu, self.theta)
-        params = [p for g in optimizer.param_groups for p in g["params"]]
-        ids = [pid for g in state_dict["param_groups"] for pid in g["params"]]
-        if len(ids) != len(params):
-            raise ValueError(f"member optimiser state has {len(ids)} parameters; the stacked "
-                             f"optimiser has {len(params)}")
-        by_id = dict(zip(ids, params))
-        for pid, entries in state_dict["state"].items():
-            p = by_id[pid]
-            mine = any(p is q for q in own_params)
-            own = optimizer.state[p]
-            for key, value in entries.items():
-                if mine and torch.is_tensor(value) and value.ndim >= 1:
-                    if key not in own:
-                        own[key] = torch.zeros_like(p)
-                    self._set_member_entry(i, p, own[key], value)
-                else:
-                    own[key] = value.clone() if torch.is_tensor(value) else copy.deepcopy(value)
-        for own_group, group in zip(optimizer.param_groups, state_dict["param_groups"]):
-            own_group.update(copy.deepcopy({k: v for k, v in group.items() if k != "params"}))
-
     def extra_repr(self) -> str:
         return (f"members={self.members}, in={self.in_features}, out={self.out_features}, "
                 f"capacities={self.capacities}, activation={self.activation_name}, "
@@ -446,82 +298,3 @@ def _reallocate(module: StackedAdaptiveMLP, move, optimizer, keep_identity: bool
     new = nn.Parameter(move(old.detach()), requires_grad=old.requires_grad)
     module._parameters["theta"] = new
     move_optimizer_state(optimizer, [(old, new, move)])
-
-
-class MemberFlatten(nn.Module):
-    """[S, B, *sample] -> [S, B, in] (a batch per member) or [B, *sample] -> [B, in] (shared)."""
-
-    def __init__(self, members: int, in_features: int, input_shape: tuple[int, ...] | None = None):
-        super().__init__()
-        self.members, self.in_features = members, in_features
-        self.input_shape = tuple(input_shape) if input_shape is not None else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.input_shape is not None:
-            per_member = x.ndim == len(self.input_shape) + 2
-        else:
-            per_member = (x.ndim >= 3 and x.shape[0] == self.members
-                          and math.prod(x.shape[2:]) == self.in_features)
-            shared = x.ndim >= 2 and math.prod(x.shape[1:]) == self.in_features
-            if per_member and shared:
-                raise ValueError(f"input of shape {tuple(x.shape)} reads as one batch per member "
-                                 f"and as one shared batch; stack with input_shape=<one sample's "
-                                 f"shape> to decide by rank")
-        if per_member and x.shape[0] != self.members:
-            raise ValueError(f"input of shape {tuple(x.shape)} has {x.shape[0]} member batches; "
-                             f"this stack has {self.members} members")
-        flat = x.flatten(2) if per_member else x.flatten(1)
-        if flat.shape[-1] != self.in_features:
-            raise ValueError(f"input of shape {tuple(x.shape)} does not flatten to "
-                             f"in_features={self.in_features} per sample")
-        return flat
-
-
-class StackedAdaptiveClassifier(nn.Sequential):
-    """S AWNN classifiers nn.Sequential(nn.Flatten, AdaptiveMLP) as one: the same state keys
-    ("1.raw_nu", ...) and parameter order as a member, with a leading member axis."""
-
-    def __init__(self, members: list[nn.Sequential], input_shape: tuple[int, ...] | None = None):
-        for j, m in enumerate(members):
-            if not (type(m) is nn.Sequential and len(m) == 2 and isinstance(m[0], nn.Flatten)
-                    and m[0].start_dim == 1 and m[0].end_dim == -1 and isinstance(m[1], AdaptiveMLP)):
-                raise TypeError(f"member {j} is not nn.Sequential(nn.Flatten(1), AdaptiveMLP) "
-                                f"(the AWNN classifier of models/awnn build)")
-        mlp = StackedAdaptiveMLP([m[1] for m in members])
-        super().__init__(MemberFlatten(len(members), mlp.in_features, input_shape), mlp)
-        self.input_shape = tuple(input_shape) if input_shape is not None else None
-
-    @property
-    def members(self) -> int:
-        return self[1].members
-
-    @property
-    def widths(self) -> list[list[int]]:
-        return self[1].widths
-
-    def update_widths(self, optimizer=None) -> bool:
-        return self[1].update_widths(optimizer)
-
-    def member_state_dict(self, i: int) -> dict:
-        return self[1].member_state_dict(i, prefix="1.")
-
-    def load_member_state_dict(self, i: int, state: dict) -> None:
-        self[1].load_member_state_dict(i, state, prefix="1.")
-
-    def zero_member(self, i: int, optimizer: torch.optim.Optimizer | None = None) -> None:
-        self[1].zero_member(i, optimizer)
-
-    def member_optimizer_state(self, optimizer: torch.optim.Optimizer, i: int) -> dict:
-        return self[1].member_optimizer_state(optimizer, i)
-
-    def load_member_optimizer_state(self, optimizer: torch.optim.Optimizer, i: int,
-                                    state_dict: dict) -> None:
-        self[1].load_member_optimizer_state(optimizer, i, state_dict)
-
-
-def stack_adaptive(models: list[nn.Module], input_shape: tuple[int, ...] | None = None) -> nn.Module:
-    """One stacked module from S unstacked AWNN classifiers nn.Sequential(nn.Flatten, AdaptiveMLP)
-    (each built with its own seed, so each keeps its own init and growth generator)."""
-    if not models:
-        raise ValueError("stack_adaptive needs at least one member")
-    return StackedAdaptiveClassifier(list(models), input_shape)

@@ -1,0 +1,171 @@
+"""Per-member state of a stacked AWNN layer (docs/STACKING.md): member i's model and optimiser
+state in the unstacked format (what its own run saves and loads), and a diverged member's reset.
+
+A mixin of models/awnn/stacked.py StackedAdaptiveMLP: it reads the stack's θ [S, P] (pieces at the
+capacities, models/awnn/layout.py), raw ν [S, L], widths, masks and growth generators. Member i's
+flat θ is its active blocks packed as an unstacked θ with capacity = widths; an unstacked θ saved
+wider than its widths (models/awnn/capacity.py) is cut to them on loading.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+
+from models.awnn.capacity import active_specs, capacity_for, gather
+from models.awnn.layout import FlatLayout, mlp_shapes
+from models.awnn.storage import state_tensors
+
+
+class MemberState:
+    """member_state_dict / load_member_state_dict, member_optimizer_state /
+    load_member_optimizer_state, zero_member (see StackedAdaptiveMLP)."""
+
+    def _check_member(self, i: int) -> None:
+        if not (isinstance(i, int) and 0 <= i < self.members):
+            raise IndexError(f"member {i!r} is out of range; this stack has members "
+                             f"0..{self.members - 1}")
+
+    def _blocks(self, i: int) -> list[tuple]:
+        """Member i's active block of each piece of θ (its index in the piece's view)."""
+        return [(i, *(slice(0, n) for n in shape)) for shape in
+                mlp_shapes(self.in_features, self._widths[i], self.out_features, self.has_out_bias)]
+
+    def _named(self, raw: torch.Tensor, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"raw_nu": raw, "weight.ℓ" / "bias.ℓ": views of theta}: member state-dict names."""
+        return {"raw_nu": raw, **dict(zip(self.piece_names(), self.layout.views(theta)))}
+
+    def member_state_dict(self, i: int, prefix: str = "") -> dict:
+        """What member i's unstacked AdaptiveMLP `state_dict()` holds (copies)."""
+        self._check_member(i)
+        named = self._named(self.raw_nu.detach(), self.theta.detach())
+        out = {prefix + "raw_nu": named.pop("raw_nu")[i].clone()}
+        for (name, t), index in zip(named.items(), self._blocks(i)):
+            out[prefix + name] = t[index].clone()
+        out[prefix + "_extra_state"] = {"grow_rng": self.generators[i].get_state()}
+        return out
+
+    def _member_entry(self, i: int, p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Member i's unstacked form of v (a per-entry tensor shaped like parameter p)."""
+        if p is self.raw_nu:
+            return v[i].clone()
+        return torch.cat([t[index].reshape(-1) for t, index in
+                          zip(self.layout.views(v), self._blocks(i))])
+
+    def _set_member_entry(self, i: int, p: torch.Tensor, own: torch.Tensor,
+                          value: torch.Tensor) -> None:
+        """own[i] <- member i's unstacked value (zeros outside its active blocks)."""
+        own[i].zero_()
+        if p is self.raw_nu:
+            own[i] = value.to(own)
+            return
+        blocks = self._blocks(i)
+        sizes = [math.prod(b.stop for b in index[1:]) for index in blocks]
+        caps = self._saved_caps.get(i)
+        if value.numel() != sum(sizes) and caps is not None:      # saved at an unstacked capacity
+            shapes = mlp_shapes(self.in_features, caps, self.out_features, self.has_out_bias)
+            widths = mlp_shapes(self.in_features, self._widths[i], self.out_features,
+                                self.has_out_bias)
+            if value.numel() == FlatLayout(shapes).numel:
+                value = gather(value, active_specs(FlatLayout(shapes), widths))
+        if value.numel() != sum(sizes):
+            raise ValueError(f"member state of {value.numel()} entries does not fit member {i}'s "
+                             f"widths {self._widths[i]} ({sum(sizes)} entries)")
+        for t, index, part in zip(self.layout.views(own), blocks, value.split(sizes)):
+            t[index] = part.view(t[index].shape).to(own)
+
+    @torch.no_grad()
+    def load_member_state_dict(self, i: int, state: dict, prefix: str = "") -> None:
+        """Load an unstacked member's `state_dict()` into member i (load before training and
+        before the optimiser state: capacity may grow by swapping `.data`)."""
+        self._check_member(i)
+        expected = {"raw_nu", *self.piece_names(), "_extra_state"}
+        got = {k[len(prefix):] for k in state if k.startswith(prefix)}
+        if got != expected:
+            raise KeyError(f"member state dict does not fit this stack: missing "
+                           f"{sorted(expected - got)}, unexpected {sorted(got - expected)}")
+        widths = [int(state[f"{prefix}weight.{layer}"].shape[0]) for layer in range(self.num_hidden)]
+        for layer, (w, cap) in enumerate(zip(widths, self.capacities)):
+            if w > cap:
+                self._set_capacity(layer, capacity_for(w), None, keep_identity=True)
+        self._widths[i] = widths
+        for layer, mask in enumerate(self.masks()):
+            mask[i].zero_()
+            mask[i, :widths[layer]].fill_(1.0)
+        self.raw_nu.data[i] = state[prefix + "raw_nu"].to(self.raw_nu)
+        self.theta.data[i].zero_()
+        named = self._named(self.raw_nu.data, self.theta.data)
+        del named["raw_nu"]
+        for (name, target), index in zip(named.items(), self._blocks(i)):
+            value = state[prefix + name]
+            if target[index].shape != value.shape:
+                raise ValueError(f"{name}: member tensor of shape {tuple(value.shape)} does not "
+                                 f"fit {tuple(target[index].shape)}")
+            target[index] = value.to(target)
+        extra = state[prefix + "_extra_state"]
+        self.generators[i].set_state(extra["grow_rng"].detach().cpu())
+        self._saved_caps[i] = extra.get("capacity")     # an unstacked θ may be wider (capacity.py)
+        self._frozen.discard(i)
+
+    @torch.no_grad()
+    def zero_member(self, i: int, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Zero member i's parameters and optimiser state (a diverged member), so that its NaNs
+        stop flowing, and shrink it to one neuron per layer for good: its record is final, and
+        a member whose width ran away no longer makes the others compute at its capacity."""
+        self._check_member(i)
+        self.resize_members({i: [1] * self.num_hidden}, optimizer)
+        for p in self.parameters():
+            p.data[i].zero_()
+            for state, key in state_tensors(p, optimizer):
+                state[key][i].zero_()
+        self._frozen.add(i)
+
+    def member_optimizer_state(self, optimizer: torch.optim.Optimizer, i: int) -> dict:
+        """The `state_dict()` member i's unstacked optimiser would hold: per-entry state tensors cut
+        to member i's active blocks, shared entries (Adam's step) kept, same param groups."""
+        self._check_member(i)
+        own = (self.raw_nu, self.theta)
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        state = {}
+        for k, p in enumerate(params):
+            if not optimizer.state.get(p):
+                continue
+            mine = any(p is q for q in own)
+            state[k] = {key: (self._member_entry(i, p, v) if mine and torch.is_tensor(v)
+                              and v.shape == p.shape else
+                              v.clone() if torch.is_tensor(v) else copy.deepcopy(v))
+                        for key, v in optimizer.state[p].items()}
+        groups, start = [], 0
+        for group in optimizer.param_groups:
+            n = len(group["params"])
+            groups.append({**copy.deepcopy({k: v for k, v in group.items() if k != "params"}),
+                           "params": list(range(start, start + n))})
+            start += n
+        return {"state": state, "param_groups": groups}
+
+    @torch.no_grad()
+    def load_member_optimizer_state(self, optimizer: torch.optim.Optimizer, i: int,
+                                    state_dict: dict) -> None:
+        """Load member i's unstacked optimiser `state_dict()` (after `load_member_state_dict`)."""
+        self._check_member(i)
+        own_params = (self.raw_nu, self.theta)
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        ids = [pid for g in state_dict["param_groups"] for pid in g["params"]]
+        if len(ids) != len(params):
+            raise ValueError(f"member optimiser state has {len(ids)} parameters; the stacked "
+                             f"optimiser has {len(params)}")
+        by_id = dict(zip(ids, params))
+        for pid, entries in state_dict["state"].items():
+            p = by_id[pid]
+            mine = any(p is q for q in own_params)
+            own = optimizer.state[p]
+            for key, value in entries.items():
+                if mine and torch.is_tensor(value) and value.ndim >= 1:
+                    if key not in own:
+                        own[key] = torch.zeros_like(p)
+                    self._set_member_entry(i, p, own[key], value)
+                else:
+                    own[key] = value.clone() if torch.is_tensor(value) else copy.deepcopy(value)
+        for own_group, group in zip(optimizer.param_groups, state_dict["param_groups"]):
+            own_group.update(copy.deepcopy({k: v for k, v in group.items() if k != "params"}))
