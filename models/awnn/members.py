@@ -8,7 +8,6 @@ wider than its widths (models/awnn/capacity.py) is cut to them on loading.
 """
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
@@ -16,6 +15,7 @@ import torch
 from models.awnn.capacity import active_specs, capacity_for, gather
 from models.awnn.layout import FlatLayout, mlp_shapes
 from models.awnn.storage import state_tensors
+from models.stacked.optim import load_member_optimizer_state, member_optimizer_state
 
 
 class MemberState:
@@ -125,47 +125,11 @@ class MemberState:
         """The `state_dict()` member i's unstacked optimiser would hold: per-entry state tensors cut
         to member i's active blocks, shared entries (Adam's step) kept, same param groups."""
         self._check_member(i)
-        own = (self.raw_nu, self.theta)
-        params = [p for g in optimizer.param_groups for p in g["params"]]
-        state = {}
-        for k, p in enumerate(params):
-            if not optimizer.state.get(p):
-                continue
-            mine = any(p is q for q in own)
-            state[k] = {key: (self._member_entry(i, p, v) if mine and torch.is_tensor(v)
-                              and v.shape == p.shape else
-                              v.clone() if torch.is_tensor(v) else copy.deepcopy(v))
-                        for key, v in optimizer.state[p].items()}
-        groups, start = [], 0
-        for group in optimizer.param_groups:
-            n = len(group["params"])
-            groups.append({**copy.deepcopy({k: v for k, v in group.items() if k != "params"}),
-                           "params": list(range(start, start + n))})
-            start += n
-        return {"state": state, "param_groups": groups}
+        return member_optimizer_state(optimizer, i, lambda p, v: self._member_entry(i, p, v))
 
-    @torch.no_grad()
     def load_member_optimizer_state(self, optimizer: torch.optim.Optimizer, i: int,
                                     state_dict: dict) -> None:
         """Load member i's unstacked optimiser `state_dict()` (after `load_member_state_dict`)."""
         self._check_member(i)
-        own_params = (self.raw_nu, self.theta)
-        params = [p for g in optimizer.param_groups for p in g["params"]]
-        ids = [pid for g in state_dict["param_groups"] for pid in g["params"]]
-        if len(ids) != len(params):
-            raise ValueError(f"member optimiser state has {len(ids)} parameters; the stacked "
-                             f"optimiser has {len(params)}")
-        by_id = dict(zip(ids, params))
-        for pid, entries in state_dict["state"].items():
-            p = by_id[pid]
-            mine = any(p is q for q in own_params)
-            own = optimizer.state[p]
-            for key, value in entries.items():
-                if mine and torch.is_tensor(value) and value.ndim >= 1:
-                    if key not in own:
-                        own[key] = torch.zeros_like(p)
-                    self._set_member_entry(i, p, own[key], value)
-                else:
-                    own[key] = value.clone() if torch.is_tensor(value) else copy.deepcopy(value)
-        for own_group, group in zip(optimizer.param_groups, state_dict["param_groups"]):
-            own_group.update(copy.deepcopy({k: v for k, v in group.items() if k != "params"}))
+        load_member_optimizer_state(optimizer, i, state_dict,
+                                    lambda p, own, value: self._set_member_entry(i, p, own, value))

@@ -21,15 +21,17 @@ def _is_per_member(value, param: torch.Tensor) -> bool:
     return torch.is_tensor(value) and value.ndim >= 1 and value.shape == param.shape
 
 
-def member_optimizer_state(optimizer: torch.optim.Optimizer, i: int) -> dict:
+def member_optimizer_state(optimizer: torch.optim.Optimizer, i: int, entry=None) -> dict:
     """The `state_dict()` of member i's unstacked optimiser: same param groups (hyper-parameters,
-    positions), per-member state tensors sliced at [i] (copies), shared entries (`step`) kept."""
+    positions), per-member state tensors sliced at [i] (copies; `entry(p, v)` cuts them instead,
+    e.g. to a member's active block), shared entries (`step`) kept."""
     params = _positions(optimizer)
     _check_member(params, i)
+    entry = entry or (lambda p, v: v[i].clone())
     state = {}
     for k, p in enumerate(params):
         if optimizer.state.get(p):
-            state[k] = {key: (v[i].clone() if _is_per_member(v, p)
+            state[k] = {key: (entry(p, v) if _is_per_member(v, p)
                               else v.clone() if torch.is_tensor(v) else copy.deepcopy(v))
                         for key, v in optimizer.state[p].items()}
     groups, start = [], 0
@@ -42,8 +44,10 @@ def member_optimizer_state(optimizer: torch.optim.Optimizer, i: int) -> dict:
 
 
 @torch.no_grad()
-def load_member_optimizer_state(optimizer: torch.optim.Optimizer, i: int, state_dict: dict) -> None:
-    """Load an unstacked member optimiser's `state_dict()` into member i of a stacked optimiser.
+def load_member_optimizer_state(optimizer: torch.optim.Optimizer, i: int, state_dict: dict,
+                                put=None) -> None:
+    """Load an unstacked member optimiser's `state_dict()` into member i of a stacked optimiser
+    (`put(p, own, value)` writes a per-member tensor into the stack's `own` instead of own[i]).
 
     The stack's param groups take the member's hyper-parameters (members step in lockstep and
     share them). A shared entry (`step`) must agree with what other members already loaded.
@@ -62,6 +66,11 @@ def load_member_optimizer_state(optimizer: torch.optim.Optimizer, i: int, state_
         own = optimizer.state[p]
         for key, value in entries.items():
             if torch.is_tensor(value) and value.ndim >= 1:
+                if put is not None:
+                    if key not in own:
+                        own[key] = torch.zeros_like(p)
+                    put(p, own[key], value)
+                    continue
                 if value.shape != p.shape[1:]:
                     raise ValueError(f"optimiser state {key!r} at position {pid} has shape "
                                      f"{tuple(value.shape)}; member parameters there have "
