@@ -530,3 +530,28 @@ def test_pre_flat_optimizer_state_loads(split_nu):
         for key in ("exp_avg", "exp_avg_sq", "step"):
             assert torch.equal(opt.state[p][key], fresh_opt.state[q][key])
     assert flat_optimizer_state(fresh, fresh_opt, saved) is saved      # today's format: as is
+
+
+def test_random_resizes_keep_kept_entries_and_zero_the_rest():
+    """Resizes within and across capacities (models/awnn/capacity.py), layers growing and
+    shrinking at once: kept neurons keep their weights and optimiser state, everything outside the
+    active blocks stays exactly zero, and the fused forward pass equals the plain one."""
+    gen = torch.Generator().manual_seed(4)
+    m = AdaptiveMLP(3, 2, 2, nu0=0.1)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    x = torch.randn(16, 3)
+    for step in range(40):
+        _train_steps(m, opt, 1)
+        before = [p.detach().clone() for p in m.active_pieces(m.theta)]
+        state = [s.clone() for s in m.active_pieces(opt.state[m.theta]["exp_avg"])]
+        old = m.widths
+        new = [int(w) for w in torch.randint(1, 60, (2,), generator=gen)]
+        m.resize(new, opt)
+        _assert_exact_storage(m, opt)
+        for a, b, s, t in zip(before, m.active_pieces(m.theta), state,
+                              m.active_pieces(opt.state[m.theta]["exp_avg"])):
+            keep = tuple(slice(0, min(i, j)) for i, j in zip(a.shape, b.shape))
+            assert torch.equal(a[keep], b[keep].detach()), (step, old, new)
+            assert torch.equal(s[keep], t[keep]), (step, old, new)
+        torch.testing.assert_close(m(x), m._run(x, None), rtol=1e-6, atol=1e-7)
+    assert m.storage_version > 0                     # capacities changed on the way
