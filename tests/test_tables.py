@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from experiments import plan, records
-from experiments.tables import build, welch_interval
-from experiments.tables.claims import bootstrap_interval
+from experiments import stats
+from experiments.tables import build
 
 OVERRIDES = ["profile=quick"]
 
@@ -115,7 +115,8 @@ def test_sweep_typed_on_the_command_line_builds_its_table(results):
 
 
 def test_welch_interval_against_known_numbers():
-    diff, lo, hi = welch_interval([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])
+    c = stats.welch([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])
+    diff, lo, hi = c.effect, c.ci_low, c.ci_high
     assert diff == pytest.approx(2.0)
     # se = 1/sqrt(3), dof = 2, t_0.975(2) = 4.3027
     assert hi - diff == pytest.approx(4.302653 / np.sqrt(3), rel=1e-5)
@@ -124,9 +125,9 @@ def test_welch_interval_against_known_numbers():
 
 def test_bootstrap_interval_covers_the_difference_and_stays_in_range():
     rng = np.random.default_rng(0)
-    a, b = 99.0 + rng.random(8), 98.0 + rng.random(8)
-    diff, lo, hi = bootstrap_interval(a, b)
-    assert lo < diff < hi and -2 < lo and hi < 2
+    a, b = 99.0 + rng.random(12), 98.0 + rng.random(12)
+    c = stats.bootstrap(a, b)
+    assert c.ci_low < c.effect < c.ci_high and -2 < c.ci_low and c.ci_high < 2
 
 
 def test_tables_cli_names_the_missing_manifest(results, tmp_path):

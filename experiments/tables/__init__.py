@@ -35,12 +35,11 @@ from data.paths import LOCAL, PUBLISHED, resolve
 from experiments import plan, records
 from experiments.loggers import log_table
 from experiments.tables.cells import Cell, build_cells
-from experiments.tables.claims import welch_interval
 from experiments.tables.figures import plot_curves
 from experiments.tables.jobs import Job, load_jobs
 from experiments.tables.render import render
 
-__all__ = ["BuildTablesCallback", "Cell", "Job", "build", "build_cells", "load_jobs", "welch_interval"]
+__all__ = ["BuildTablesCallback", "Cell", "Job", "build", "build_cells", "load_jobs"]
 
 
 # Where this machine keeps things and how it logs: left out of a table's regenerate line, which

@@ -7,21 +7,6 @@ from experiments import stats
 from experiments.tables.cells import keyed_values
 
 
-def welch_interval(a, b) -> tuple[float, float, float]:
-    """Mean difference a − b with its Welch 95% interval (NaN bounds when a side has n < 2)."""
-    c = stats.welch(a, b)
-    return c.effect, c.ci_low, c.ci_high
-
-
-def bootstrap_interval(a, b) -> tuple[float, float, float]:
-    """Mean difference a − b: a percentile bootstrap interval from n >= 10 per side, else the
-    Welch interval (a bootstrap at small n is anti-conservative)."""
-    if min(len(a), len(b)) >= stats.MIN_BOOTSTRAP_N:
-        c = stats.bootstrap(a, b)
-        return c.effect, c.ci_low, c.ci_high
-    return welch_interval(a, b)
-
-
 def _label(spec, which: str, value) -> str:
     key = "/".join(value) if isinstance(value, tuple) else str(value)
     return str((spec.get(f"{which}_labels") or {}).get(key, key))
