@@ -99,7 +99,7 @@ class AdaptiveMLP(nn.Module):
         self.layout = self._layout_for(self._caps)
         self.theta = nn.Parameter(torch.zeros(self.layout.numel))    # models/awnn/layout.py
         self._relayout = Relayout()
-        self._views: tuple | None = None          # (θ, data_ptr, widths, active piece views)
+        self._views: tuple | None = None   # (θ, its data_ptr, {widths: (active views, specs)})
         self.register_buffer("_positions", torch.arange(width0, dtype=self.raw_nu.dtype),
                              persistent=False)
         self.generator = make_generator()   # growth draws; seeded before the init draws below
@@ -137,7 +137,7 @@ class AdaptiveMLP(nn.Module):
         specs = self.active_specs()
         return t if specs is None else gather(t, specs)
 
-    def active_specs(self) -> list | None:
+    def active_specs(self) -> tuple | None:
         """Strided specs of the active blocks in θ (None when the widths fill the capacities)."""
         return self._active_views()[1]
 
