@@ -107,9 +107,12 @@ def _assert_inactive_zero(m: StackedAdaptiveMLP, opt):
     for i in range(m.members):
         for t in [p.detach()] + [s for s in opt.state.get(p, {}).values()
                                  if torch.is_tensor(s) and s.shape == p.shape]:
-            for name, piece, block in zip(m.piece_names(), m.layout.views(t), m._blocks(i)):
+            sizes = [m.in_features, *m.widths[i], m.out_features]
+            active = ([(sizes[k + 1], sizes[k]) for k in range(m.num_hidden + 1)]
+                      + [(n,) for n in sizes[1:len(m.piece_names()) - m.num_hidden]])
+            for name, piece, shape in zip(m.piece_names(), m.layout.views(t), active):
                 outside = piece[i].clone()
-                outside[block[1:]] = 0
+                outside[tuple(slice(0, n) for n in shape)] = 0
                 assert outside.abs().max() == 0, name
         for f, w in zip(m.importances(), m.widths[i]):
             assert (f[i, w:] == 0).all() and (f[i, :w] > 0).all()

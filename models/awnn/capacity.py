@@ -9,8 +9,8 @@ with HEADROOM when a width exceeds it and shrinks when the width falls below SHR
 only then is θ re-laid out (a new Parameter). A stack computes at its capacities (every member
 padded to the widest), so the headroom is paid on every step there.
 
-Blocks are addressed by strided specs (size, stride, offset) into the flat tensor, plain integers
-(cached per layout and shapes): `regions(t, specs)` are `t.as_strided(*spec)` views.
+Blocks are addressed by strided specs (size, stride, offset) into the flat last axis, plain
+integers (cached per layout and shapes): `regions(t, specs)` are strided views of t at them.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from functools import lru_cache
 import torch
 
 from models.awnn.layout import FlatLayout
+from models.awnn.storage import state_tensors
 
 HEADROOM = 10               # percent of the width added as capacity after a growth
 SHRINK_AT = 0.8             # shrink when the width is below this share of the capacity
@@ -91,9 +92,40 @@ def entering_specs(layout: FlatLayout, old, new, num_hidden: int, fresh_bias: bo
 
 
 def regions(t: torch.Tensor, specs) -> list[torch.Tensor]:
-    """Views of t (a flat θ-shaped tensor) at `specs`."""
-    base = t.storage_offset()
-    return [t.as_strided(size, stride, base + offset) for size, stride, offset in specs]
+    """Views of t ([..., P], the last axis contiguous) at `specs`; leading axes (a stack's
+    members) are kept in each view."""
+    lead, lead_stride, base = t.shape[:-1], t.stride()[:-1], t.storage_offset()
+    return [t.as_strided((*lead, *size), (*lead_stride, *stride), base + offset)
+            for size, stride, offset in specs]
+
+
+def relaid(t: torch.Tensor, old: FlatLayout, new: FlatLayout) -> torch.Tensor:
+    """t ([..., old.numel]) at layout `new`: each piece's overlap of the two shapes kept, entries
+    beyond the new shapes cut, new room zero (a capacity change)."""
+    overlap = tuple(tuple(min(a, b) for a, b in zip(o, n)) for o, n in zip(old.shapes, new.shapes))
+    out = t.new_zeros((*t.shape[:-1], new.numel))
+    pairs = [(d, s) for d, s in zip(active_specs(new, overlap), active_specs(old, overlap))
+             if d is not None]
+    torch._foreach_copy_(regions(out, [d for d, _ in pairs]), regions(t, [s for _, s in pairs]))
+    return out
+
+
+def write_entries(param: torch.Tensor, optimizer, leave, enter, fresh: torch.Tensor | None) -> None:
+    """A resize within the capacities, on a flat θ (1-D view of param): entries at the `leave`
+    specs become exactly zero in param and its per-entry optimiser state, then `fresh` (flat, in
+    spec order) goes to the `enter` specs (their optimiser state is zero already). One
+    multi-tensor write each."""
+    if leave:
+        tensors = [param.data, *(s[key] for s, key in state_tensors(param, optimizer))]
+        torch._foreach_zero_([r for t in tensors for r in regions(t.view(-1), leave)])
+    if enter:
+        targets = regions(param.data.view(-1), enter)
+        sizes = [r.numel() for r in targets]
+        if fresh is None or fresh.numel() != sum(sizes):
+            raise RuntimeError(f"{0 if fresh is None else fresh.numel()} fresh draws for "
+                               f"{sum(sizes)} entering entries")
+        parts = fresh.to(param.data).split(sizes)
+        torch._foreach_copy_(targets, [p.view(r.shape) for p, r in zip(parts, targets)])
 
 
 def gather(t: torch.Tensor, specs) -> torch.Tensor:

@@ -86,13 +86,13 @@ def _workspace(workspace: dict, layer: int, like: torch.Tensor) -> torch.Tensor:
 class AdaptiveForward(torch.autograd.Function):
     """apply(x, raw_nu, module, theta) -> the module's output. x: [N, in], or for a stacked
     module (`module.batched`) [S, N, in]; theta: the module's flat weights and biases
-    (models/awnn/layout.py), read through `module.pieces()` (weights [S, out, in], biases
+    (models/awnn/layout.py), read through `module.active_views()` (weights [S, out, in], biases
     [S, out] on a stack); its gradient is returned flat in the same layout."""
 
     @staticmethod
     def forward(ctx, x, raw, module, theta):
         n_w, batched = module.num_hidden + 1, module.batched
-        params = module.pieces()
+        params, active = module.active_views()
         weights, biases = params[:n_w], params[n_w:]
         state = module.importance_state()
         fs = state.fs
@@ -110,7 +110,7 @@ class AdaptiveForward(torch.autograd.Function):
                 h = activate_(kind, slope, z)
                 hs.append(h)
         ctx.module_info = (kind, slope, n_w, len(biases), batched)
-        ctx.layout, ctx.active = module.layout, module.active_specs()
+        ctx.layout, ctx.active = module.layout, active
         ctx.state, ctx.weights, ctx.scaled, ctx.hs = state, weights, scaled, hs
         ctx.workspace = module.workspace
         return h

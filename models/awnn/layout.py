@@ -3,20 +3,15 @@
 θ = [W_0 | W_1 | ... | W_L | b_0 | ... ] (row-major blocks, the order of the former separate
 parameters), one Parameter: the optimiser, the weight prior and zero_grad touch one tensor
 instead of 2L+2 (their per-tensor cost dominates a small layer's step). Pieces have the layers'
-capacities (models/awnn/capacity.py); a stack keeps a leading member axis, θ [S, P]. A capacity
-change moves θ and its optimiser state with one gather (`Relayout`).
+capacities (models/awnn/capacity.py); a stack keeps a leading member axis, θ [S, P].
 """
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from functools import lru_cache
 from itertools import accumulate
 
-import numpy as np
 import torch
-
-INDEX_CACHE = 16            # gather indices kept
 
 
 def mlp_shapes(in_features: int, widths, out_features: int,
@@ -58,38 +53,3 @@ class FlatLayout:
         """The flat tensor of `pieces` ([..., *shape] each, same leading dims)."""
         lead = pieces[0].ndim - len(self.shapes[0])
         return torch.cat([p.flatten(lead) for p in pieces], -1)
-
-
-def gather_index(old: FlatLayout, new: FlatLayout) -> np.ndarray:
-    """Index into cat([old θ, 0]) giving the new θ: each piece's overlap of the old and new
-    shapes from the old θ, the rest zero (the last source entry)."""
-    chunks = []
-    for o_shape, n_shape, o_off in zip(old.shapes, new.shapes, old.offsets):
-        idx = np.full(n_shape, old.numel, dtype=np.int64)
-        keep = tuple(slice(0, min(a, b)) for a, b in zip(o_shape, n_shape))
-        if len(n_shape) == 2:
-            idx[keep] = (o_off + np.arange(keep[0].stop)[:, None] * o_shape[1]
-                         + np.arange(keep[1].stop)[None, :])
-        else:
-            idx[keep] = o_off + np.arange(keep[0].stop)
-        chunks.append(idx.reshape(-1))
-    return np.concatenate(chunks)
-
-
-class Relayout:
-    """Moves flat tensors from one layout to another (capacity changes: entries beyond the new
-    shapes are cut, new room is zero); gather indices cached per (old, new) shapes and device."""
-
-    def __init__(self):
-        self._cache: OrderedDict = OrderedDict()
-
-    def __call__(self, t: torch.Tensor, old: FlatLayout, new: FlatLayout) -> torch.Tensor:
-        """t [..., old.numel] -> [..., new.numel]."""
-        key = (old.shapes, new.shapes, t.device)
-        index = self._cache.get(key)
-        if index is None:
-            index = self._cache[key] = torch.from_numpy(gather_index(old, new)).to(t.device)
-            if len(self._cache) > INDEX_CACHE:
-                self._cache.popitem(last=False)
-        zero = t.new_zeros((*t.shape[:-1], 1))
-        return torch.cat([t, zero], -1).index_select(-1, index)

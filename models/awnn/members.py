@@ -8,11 +8,10 @@ wider than its widths (models/awnn/capacity.py) is cut to them on loading.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 
-from models.awnn.capacity import active_specs, capacity_for, gather
+from models.awnn.capacity import active_specs, capacity_for, gather, regions
 from models.awnn.layout import FlatLayout, mlp_shapes
 from models.awnn.storage import state_tensors
 from models.stacked.optim import load_member_optimizer_state, member_optimizer_state
@@ -27,31 +26,22 @@ class MemberState:
             raise IndexError(f"member {i!r} is out of range; this stack has members "
                              f"0..{self.members - 1}")
 
-    def _blocks(self, i: int) -> list[tuple]:
-        """Member i's active block of each piece of θ (its index in the piece's view)."""
-        return [(i, *(slice(0, n) for n in shape)) for shape in
-                mlp_shapes(self.in_features, self._widths[i], self.out_features, self.has_out_bias)]
-
-    def _named(self, raw: torch.Tensor, theta: torch.Tensor) -> dict[str, torch.Tensor]:
-        """{"raw_nu": raw, "weight.ℓ" / "bias.ℓ": views of theta}: member state-dict names."""
-        return {"raw_nu": raw, **dict(zip(self.piece_names(), self.layout.views(theta)))}
+    def _specs(self, i: int) -> tuple:
+        """Member i's active block of each piece, as strided specs into its row of θ."""
+        return active_specs(self.layout, self._shapes(self._widths[i]))
 
     def member_state_dict(self, i: int, prefix: str = "") -> dict:
         """What member i's unstacked AdaptiveMLP `state_dict()` holds (copies)."""
         self._check_member(i)
-        named = self._named(self.raw_nu.detach(), self.theta.detach())
-        out = {prefix + "raw_nu": named.pop("raw_nu")[i].clone()}
-        for (name, t), index in zip(named.items(), self._blocks(i)):
-            out[prefix + name] = t[index].clone()
+        out = {prefix + "raw_nu": self.raw_nu.detach()[i].clone()}
+        for name, block in zip(self.piece_names(), regions(self.theta.detach()[i], self._specs(i))):
+            out[prefix + name] = block.clone()
         out[prefix + "_extra_state"] = {"grow_rng": self.generators[i].get_state()}
         return out
 
     def _member_entry(self, i: int, p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Member i's unstacked form of v (a per-entry tensor shaped like parameter p)."""
-        if p is self.raw_nu:
-            return v[i].clone()
-        return torch.cat([t[index].reshape(-1) for t, index in
-                          zip(self.layout.views(v), self._blocks(i))])
+        return v[i].clone() if p is self.raw_nu else gather(v[i], self._specs(i))
 
     def _set_member_entry(self, i: int, p: torch.Tensor, own: torch.Tensor,
                           value: torch.Tensor) -> None:
@@ -60,8 +50,8 @@ class MemberState:
         if p is self.raw_nu:
             own[i] = value.to(own)
             return
-        blocks = self._blocks(i)
-        sizes = [math.prod(b.stop for b in index[1:]) for index in blocks]
+        blocks = regions(own[i], self._specs(i))
+        sizes = [b.numel() for b in blocks]
         caps = self._saved_caps.get(i)
         if value.numel() != sum(sizes) and caps is not None:      # saved at an unstacked capacity
             shapes = mlp_shapes(self.in_features, caps, self.out_features, self.has_out_bias)
@@ -72,8 +62,8 @@ class MemberState:
         if value.numel() != sum(sizes):
             raise ValueError(f"member state of {value.numel()} entries does not fit member {i}'s "
                              f"widths {self._widths[i]} ({sum(sizes)} entries)")
-        for t, index, part in zip(self.layout.views(own), blocks, value.split(sizes)):
-            t[index] = part.view(t[index].shape).to(own)
+        for block, part in zip(blocks, value.split(sizes)):
+            block.copy_(part.view(block.shape))
 
     @torch.no_grad()
     def load_member_state_dict(self, i: int, state: dict, prefix: str = "") -> None:
@@ -95,14 +85,12 @@ class MemberState:
             mask[i, :widths[layer]].fill_(1.0)
         self.raw_nu.data[i] = state[prefix + "raw_nu"].to(self.raw_nu)
         self.theta.data[i].zero_()
-        named = self._named(self.raw_nu.data, self.theta.data)
-        del named["raw_nu"]
-        for (name, target), index in zip(named.items(), self._blocks(i)):
+        for name, block in zip(self.piece_names(), regions(self.theta.data[i], self._specs(i))):
             value = state[prefix + name]
-            if target[index].shape != value.shape:
+            if block.shape != value.shape:
                 raise ValueError(f"{name}: member tensor of shape {tuple(value.shape)} does not "
-                                 f"fit {tuple(target[index].shape)}")
-            target[index] = value.to(target)
+                                 f"fit {tuple(block.shape)}")
+            block.copy_(value)
         extra = state[prefix + "_extra_state"]
         self.generators[i].set_state(extra["grow_rng"].detach().cpu())
         self._saved_caps[i] = extra.get("capacity")     # an unstacked θ may be wider (capacity.py)

@@ -42,13 +42,12 @@ from torch import nn
 
 from models.activations import ACTIVATIONS, make_activation
 from models.awnn.capacity import (active_specs, entering_specs, gather, leaving_specs,
-                                  next_capacities, regions)
+                                  next_capacities, regions, relaid, write_entries)
 from models.awnn.fused import AdaptiveForward
 from models.awnn.importance import (Importance, ImportanceState, check_convention,
                                     inverse_softplus, softplus_host, target_width, width_for)
-from models.awnn.layout import FlatLayout, Relayout, mlp_shapes
-from models.awnn.storage import (fresh_draws, layer_std, make_generator, move_optimizer_state,
-                                 state_tensors)
+from models.awnn.layout import FlatLayout, mlp_shapes
+from models.awnn.storage import fresh_draws, layer_std, make_generator, replace_theta
 
 INITS = ("kaiming_plus", "kaiming")
 GROW_INITS = ("layer", "normal")
@@ -98,7 +97,6 @@ class AdaptiveMLP(nn.Module):
         self._caps = list(self._widths)           # θ's capacities (models/awnn/capacity.py)
         self.layout = self._layout_for(self._caps)
         self.theta = nn.Parameter(torch.zeros(self.layout.numel))    # models/awnn/layout.py
-        self._relayout = Relayout()
         self._views: tuple | None = None   # (θ, its data_ptr, {widths: (active views, specs)})
         self.register_buffer("_positions", torch.arange(width0, dtype=self.raw_nu.dtype),
                              persistent=False)
@@ -125,21 +123,15 @@ class AdaptiveMLP(nn.Module):
 
     def active_pieces(self, t: torch.Tensor) -> list[torch.Tensor]:
         """The active block of every piece of t (θ, its gradient or an optimiser state of θ)."""
-        views = self.layout.views(t)
         if self._caps == self._widths:
-            return views
-        return [v[:s[0], :s[1]] if len(s) == 2 else v[:s[0]]
-                for v, s in zip(views, self._shapes(self._widths))]
+            return self.layout.views(t)
+        return regions(t, active_specs(self.layout, self._shapes(self._widths)))
 
     def active_flat(self, t: torch.Tensor) -> torch.Tensor:
         """t (θ-shaped) packed to its active entries: a flat θ as if the widths were the
         capacities (the form a stack's member state takes)."""
-        specs = self.active_specs()
+        specs = self.active_views()[1]
         return t if specs is None else gather(t, specs)
-
-    def active_specs(self) -> tuple | None:
-        """Strided specs of the active blocks in θ (None when the widths fill the capacities)."""
-        return self._active_views()[1]
 
     @property
     def weight(self) -> tuple[torch.Tensor, ...]:
@@ -158,11 +150,12 @@ class AdaptiveMLP(nn.Module):
     def pieces(self) -> list[torch.Tensor]:
         """Detached views of θ's weights and biases (the fused forward pass reads them), kept
         while θ and its storage stand."""
-        return self._active_views()[0]
+        return self.active_views()[0]
 
-    def _active_views(self) -> tuple:
-        """(detached active views of θ's pieces, active_specs()), per widths (a few kept while
-        θ and its storage stand: widths often move back and forth)."""
+    def active_views(self) -> tuple:
+        """(detached active views of θ's pieces, the strided specs of those blocks in θ or None
+        when the widths fill the capacities), per widths (a few kept while θ and its storage
+        stand: widths often move back and forth). The fused forward pass reads both."""
         theta, cache = self.theta, self._views
         if cache is None or cache[0] is not theta or cache[1] != theta.data_ptr():
             cache = (theta, theta.data_ptr(), {})
@@ -174,7 +167,9 @@ class AdaptiveMLP(nn.Module):
                 cache[2].clear()
             specs = None if self._caps == self._widths else \
                 active_specs(self.layout, self._shapes(self._widths))
-            hit = cache[2][key] = (self.active_pieces(theta.detach()), specs)
+            views = self.layout.views(theta.detach()) if specs is None else \
+                regions(theta.detach(), specs)
+            hit = cache[2][key] = (views, specs)
         return hit
 
     def nus(self) -> torch.Tensor:
@@ -307,20 +302,8 @@ class AdaptiveMLP(nn.Module):
         old = self._shapes([min(w, c) for w, c in zip(self._widths, caps)])
         new = self._shapes(new_widths)
         fresh = fresh_draws(self, self.generator, self._widths, new_widths, nus, self.theta.dtype)
-        theta = self.theta.data
-        leave = leaving_specs(self.layout, old, new)
-        if leave:                               # leaving entries: exactly zero, state too
-            tensors = [theta, *(s[key] for s, key in state_tensors(self.theta, optimizer))]
-            torch._foreach_zero_([r for t in tensors for r in regions(t, leave)])
-        if fresh is not None:                   # entering entries (their state is zero)
-            enter = regions(theta, entering_specs(self.layout, old, new, self.num_hidden,
-                                                  self.grow_init == "normal"))
-            sizes = [r.numel() for r in enter]
-            if sum(sizes) != fresh.numel():
-                raise RuntimeError(f"resize {self._widths} -> {new_widths}: {fresh.numel()} fresh "
-                                   f"draws for {sum(sizes)} entries")
-            parts = fresh.to(theta).split(sizes)
-            torch._foreach_copy_(enter, [p.view(r.shape) for p, r in zip(parts, enter)])
+        enter = entering_specs(self.layout, old, new, self.num_hidden, self.grow_init == "normal")
+        write_entries(self.theta, optimizer, leaving_specs(self.layout, old, new), enter, fresh)
         # plain attributes, set past nn.Module.__setattr__'s checks (a resize may run every step)
         self.__dict__.update(_widths=new_widths, _layer_positions=None)
         self._ensure_positions(max(new_widths))
@@ -329,16 +312,7 @@ class AdaptiveMLP(nn.Module):
         """Re-lay θ and its optimiser state out at new capacities (a new Parameter; entries
         beyond them are cut, new room is zero)."""
         layout, old_layout = self._layout_for(caps), self.layout
-        old, relayout = self.theta, self._relayout
-
-        def move(t):
-            return relayout(t, old_layout, layout)
-
-        new = nn.Parameter(move(old.detach()), requires_grad=old.requires_grad)
-        # a new Parameter rather than a `.data` swap: autograd caches a leaf's shape in its
-        # gradient accumulator, which a graph still alive from the previous step would keep stale
-        self._parameters["theta"] = new
-        move_optimizer_state(optimizer, [(old, new, move)])
+        replace_theta(self, lambda t: relaid(t, old_layout, layout), optimizer)
         self.__dict__.update(_caps=caps, layout=layout, storage_version=self.storage_version + 1)
 
     def _ensure_positions(self, n: int) -> None:

@@ -16,21 +16,19 @@ run of its seed draws.
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from models.awnn.capacity import (capacity_for, entering_specs, leaving_specs, next_capacities,
-                                  regions)
+                                  relaid, write_entries)
 from models.awnn.fused import AdaptiveForward
 from models.awnn.importance import Importance, ImportanceState, softplus_host, target_width
-from models.awnn.layout import FlatLayout, Relayout, mlp_shapes
+from models.awnn.layout import FlatLayout, mlp_shapes
 from models.awnn.members import MemberState
 from models.awnn.mlp import AdaptiveMLP
-from models.awnn.storage import (fresh_draws, make_generator, move_optimizer_state, resized,
-                                 state_tensors)
+from models.awnn.storage import fresh_draws, make_generator, replace_theta, resized
 from models.stacked.base import batched_linear
 
 SHARED_SETTINGS = ("in_features", "out_features", "num_hidden", "k", "max_width", "init",
@@ -67,7 +65,6 @@ class StackedAdaptiveMLP(MemberState, nn.Module):
         self.theta = nn.Parameter(self.layout.pack([
             _stack_padded([m.pieces()[k] for m in members], shape)
             for k, shape in enumerate(self.layout.shapes)]))
-        self._relayout = Relayout()
         self._views: tuple | None = None
         self.generators = [make_generator(state=m.generator.get_state()) for m in members]
         self._frozen: set[int] = set()
@@ -105,8 +102,9 @@ class StackedAdaptiveMLP(MemberState, nn.Module):
         """Every piece of t at the capacities (members' widths are masks here)."""
         return self.layout.views(t)
 
-    def active_specs(self) -> None:
-        return None
+    def active_views(self) -> tuple:
+        """(θ's pieces at the capacities, None): a stack's gradient fills all of θ."""
+        return self.pieces(), None
 
     def pieces(self) -> list[torch.Tensor]:
         """Detached views of θ's pieces (the fused forward pass reads them)."""
@@ -246,14 +244,7 @@ class StackedAdaptiveMLP(MemberState, nn.Module):
                 enter += [(z, st, o + shift) for z, st, o in entering_specs(
                     self.layout, old_shapes, new_shapes, self.num_hidden, fresh_bias)]
                 draws.append(fresh)
-        theta = self.theta.data
-        if leave:
-            tensors = [theta, *(s[key] for s, key in state_tensors(self.theta, optimizer))]
-            torch._foreach_zero_([r for t in tensors for r in regions(t, leave)])
-        if enter:
-            targets = regions(theta, enter)
-            parts = torch.cat(draws).to(theta).split([math.prod(z) for z, _, _ in enter])
-            torch._foreach_copy_(targets, [p.view(t.shape) for p, t in zip(parts, targets)])
+        write_entries(self.theta, optimizer, leave, enter, torch.cat(draws) if draws else None)
 
     def _shapes(self, widths: list[int]) -> tuple:
         return mlp_shapes(self.in_features, widths, self.out_features, self.has_out_bias)
@@ -267,7 +258,7 @@ class StackedAdaptiveMLP(MemberState, nn.Module):
         caps[layer] = cap
         layout = FlatLayout(mlp_shapes(self.in_features, caps, self.out_features, self.has_out_bias))
         old_layout = self.layout
-        _reallocate(self, lambda t: self._relayout(t, old_layout, layout), optimizer, keep_identity)
+        replace_theta(self, lambda t: relaid(t, old_layout, layout), optimizer, keep_identity)
         self.layout = layout
         name = f"_mask{layer}"
         setattr(self, name, resized(getattr(self, name), (S, cap)))
@@ -283,18 +274,3 @@ class StackedAdaptiveMLP(MemberState, nn.Module):
 
 def _stack_padded(tensors: list[torch.Tensor], shape: tuple) -> torch.Tensor:
     return torch.stack([resized(t, shape) for t in tensors])
-
-
-def _reallocate(module: StackedAdaptiveMLP, move, optimizer, keep_identity: bool) -> None:
-    """θ -> move(θ) (zero padding, or cutting entries inactive for every member), optimiser state
-    too; a new Parameter unless keep_identity, which swaps `.data` (only before training)."""
-    old = module.theta
-    if keep_identity:
-        old.data = move(old.data)
-        old.grad = None
-        for state, key in state_tensors(old, optimizer) if optimizer is not None else []:
-            state[key] = move(state[key])
-        return
-    new = nn.Parameter(move(old.detach()), requires_grad=old.requires_grad)
-    module._parameters["theta"] = new
-    move_optimizer_state(optimizer, [(old, new, move)])

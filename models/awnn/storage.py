@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 
 from models.awnn.importance import sum_sq_importance
 
@@ -81,6 +82,22 @@ def move_optimizer_state(optimizer, moves: list[tuple]) -> None:
         if state is not None:
             optimizer.state[new] = {k: move_state(v) if torch.is_tensor(v) and v.shape == old.shape
                                     else v for k, v in state.items()}
+
+
+def replace_theta(module: nn.Module, move, optimizer, keep_identity: bool = False) -> None:
+    """module.theta -> move(theta), its optimiser state too. A new Parameter (autograd caches a
+    leaf's shape in its gradient accumulator, which a graph still alive from the previous step
+    would keep stale), unless keep_identity: a `.data` swap, only before training (loading)."""
+    old = module.theta
+    if keep_identity:
+        old.data = move(old.data)
+        old.grad = None
+        for state, key in state_tensors(old, optimizer):
+            state[key] = move(state[key])
+        return
+    new = nn.Parameter(move(old.detach()), requires_grad=old.requires_grad)
+    module._parameters["theta"] = new
+    move_optimizer_state(optimizer, [(old, new, move)])
 
 
 def resized(t: torch.Tensor, shape: tuple) -> torch.Tensor:
