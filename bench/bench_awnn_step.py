@@ -38,12 +38,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.synthetic import SyntheticConfig  # noqa: E402
 from data.synthetic import load as load_synthetic  # noqa: E402
-from data.tensors import iterate  # noqa: E402
+from data.tensors import iterate, iterate_members  # noqa: E402
 from experiments.regimes.awnn import AWNNRegime  # noqa: E402
 from experiments.regimes.base import RunContext  # noqa: E402
 from models.awnn import (AdaptiveMLP, AdaptiveMLPConfig, adaptive_modules, build,  # noqa: E402
                          stack_adaptive, theta_penalty)
 from models.resnet import ResNet20  # noqa: E402
+from models.stacked import member_losses  # noqa: E402
 
 
 MODES = ("steady", "free", "every")
@@ -254,15 +255,12 @@ def spiral_training(device, members: int, epochs: int, clock: str) -> tuple[floa
         gens = [torch.Generator().manual_seed(s + 1) for s in seeds]
         for epoch in range(epochs):
             ctx.epoch = epoch
-            for batches in zip(*(iterate(data.train, 128, g) for g in gens)):
-                if stacked:
-                    x = torch.stack([b[0][0] for b in batches])
-                    y = torch.stack([b[1] for b in batches])
-                    per_sample = F.cross_entropy(model(x).flatten(0, 1), y.flatten(), reduction="none")
-                    loss = per_sample.view(y.shape).mean(1).sum()
-                else:
-                    (x,), y = batches[0]
-                    loss = F.cross_entropy(model(x), y)
+            # the training loop's batches (experiments/train.py Members.batches): one gather
+            # per step for a stack, member i's batch equal to that of its unstacked run
+            batches = iterate_members(data.train, 128, gens) if stacked else \
+                iterate(data.train, 128, gens[0])
+            for (x,), y in batches:
+                loss = member_losses(model(x), y).sum() if stacked else F.cross_entropy(model(x), y)
                 penalty = regime.penalty(ctx)
                 if penalty is not None:
                     loss = loss + penalty

@@ -164,6 +164,18 @@ def test_member_losses_and_correct_match_per_member_reference():
         member_losses(out, y[:, :4])
 
 
+@pytest.mark.parametrize("classes", [2, 3, 10, 40])
+def test_member_losses_equal_the_flat_cross_entropy_bit_for_bit(classes):
+    """Few classes take the class-axis-1 kernel: same loss and gradient floats as the flat form."""
+    out = (5 * torch.randn(8, 128, classes)).requires_grad_()
+    y = torch.randint(0, classes, (8, 128))
+    flat = F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view(8, 128).mean(1)
+    ours = member_losses(out, y)
+    assert torch.equal(ours, flat)
+    assert torch.equal(torch.autograd.grad(ours.sum(), out)[0],
+                       torch.autograd.grad(flat.sum(), out)[0])
+
+
 @pytest.mark.parametrize("build", [fcn, dfa])
 def test_evaluate_members_matches_unstacked_evaluate(build):
     members = [build(s) for s in SEEDS]

@@ -110,22 +110,18 @@ def relaid(t: torch.Tensor, old: FlatLayout, new: FlatLayout) -> torch.Tensor:
     return out
 
 
-def write_entries(param: torch.Tensor, optimizer, leave, enter, fresh: torch.Tensor | None) -> None:
+def write_entries(param: torch.Tensor, optimizer, leave, enter, fresh: list[torch.Tensor]) -> None:
     """A resize within the capacities, on a flat θ (1-D view of param): entries at the `leave`
-    specs become exactly zero in param and its per-entry optimiser state, then `fresh` (flat, in
-    spec order) goes to the `enter` specs (their optimiser state is zero already). One
-    multi-tensor write each."""
+    specs become exactly zero in param and its per-entry optimiser state, then `fresh` (one
+    tensor per `enter` spec, shaped as its block) is copied to the `enter` specs (their
+    optimiser state is zero already). One multi-tensor write each."""
     if leave:
         tensors = [param.data, *(s[key] for s, key in state_tensors(param, optimizer))]
         torch._foreach_zero_([r for t in tensors for r in regions(t.view(-1), leave)])
     if enter:
-        targets = regions(param.data.view(-1), enter)
-        sizes = [r.numel() for r in targets]
-        if fresh is None or fresh.numel() != sum(sizes):
-            raise RuntimeError(f"{0 if fresh is None else fresh.numel()} fresh draws for "
-                               f"{sum(sizes)} entering entries")
-        parts = fresh.to(param.data).split(sizes)
-        torch._foreach_copy_(targets, [p.view(r.shape) for p, r in zip(parts, targets)])
+        if len(fresh) != len(enter):
+            raise RuntimeError(f"{len(fresh)} fresh blocks for {len(enter)} entering blocks")
+        torch._foreach_copy_(regions(param.data.view(-1), enter), fresh)
 
 
 def gather(t: torch.Tensor, specs) -> torch.Tensor:

@@ -80,9 +80,7 @@ class MemberState:
             if w > cap:
                 self._set_capacity(layer, capacity_for(w), None, keep_identity=True)
         self._widths[i] = widths
-        for layer, mask in enumerate(self.masks()):
-            mask[i].zero_()
-            mask[i, :widths[layer]].fill_(1.0)
+        self.write_masks()
         self.raw_nu.data[i] = state[prefix + "raw_nu"].to(self.raw_nu)
         self.theta.data[i].zero_()
         for name, block in zip(self.piece_names(), regions(self.theta.data[i], self._specs(i))):

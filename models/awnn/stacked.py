@@ -74,10 +74,9 @@ class StackedAdaptiveMLP(MemberState, nn.Module):
         self.register_buffer("_positions", torch.arange(max(caps), dtype=dtype, device=device),
                              persistent=False)
         for layer, cap in enumerate(caps):
-            mask = torch.zeros(self.members, cap, dtype=dtype, device=device)
-            for i, w in enumerate(self._widths):
-                mask[i, :w[layer]] = 1.0
-            self.register_buffer(f"_mask{layer}", mask, persistent=False)
+            self.register_buffer(f"_mask{layer}", torch.zeros(self.members, cap, dtype=dtype,
+                                                              device=device), persistent=False)
+        self.write_masks()
 
     # --- widths and importances -------------------------------------------------------------
     @property
@@ -130,6 +129,13 @@ class StackedAdaptiveMLP(MemberState, nn.Module):
 
     def masks(self) -> list[torch.Tensor]:
         return [getattr(self, f"_mask{layer}") for layer in range(self.num_hidden)]
+
+    def write_masks(self) -> None:
+        """Row i of layer ℓ's mask: 1 for j < D_iℓ, 0 beyond (one comparison per layer)."""
+        positions = self._positions
+        widths = torch.tensor(self._widths, dtype=positions.dtype, device=positions.device)
+        for layer, mask in enumerate(self.masks()):
+            torch.lt(positions[:mask.shape[1]], widths[:, layer, None], out=mask)
 
     def importances(self) -> tuple[torch.Tensor, ...]:
         """f(j; ν_iℓ) of every hidden layer, [S, C_ℓ] each, exactly 0 beyond member i's width."""
@@ -216,11 +222,9 @@ class StackedAdaptiveMLP(MemberState, nn.Module):
                 self._set_capacity(layer, capacity_for(need), optimizer)
         nus = self.host_nus() if nus is None else nus
         old = {i: self._widths[i] for i in targets}
-        masks = self.masks()
         for i, widths in targets.items():
             self._widths[i] = widths
-            for mask, was, now in zip(masks, old[i], widths):     # member i's row: 1 for j < D_iℓ
-                mask[i, min(was, now):max(was, now)].fill_(1.0 if now > was else 0.0)
+        self.write_masks()
         self._move_entries(old, targets, nus, optimizer)
         for layer, cap in enumerate(self.capacities):          # every member far below: shrink
             need = max(widths[layer] for widths in self._widths)
@@ -240,11 +244,11 @@ class StackedAdaptiveMLP(MemberState, nn.Module):
             leave += [(z, st, o + shift) for z, st, o in leaving_specs(self.layout, old_shapes,
                                                                       new_shapes)]
             fresh = fresh_draws(self, self.generators[i], old[i], widths, nus[i], self.theta.dtype)
-            if fresh is not None:
+            if fresh:
                 enter += [(z, st, o + shift) for z, st, o in entering_specs(
                     self.layout, old_shapes, new_shapes, self.num_hidden, fresh_bias)]
-                draws.append(fresh)
-        write_entries(self.theta, optimizer, leave, enter, torch.cat(draws) if draws else None)
+                draws += fresh
+        write_entries(self.theta, optimizer, leave, enter, draws)
 
     def _shapes(self, widths: list[int]) -> tuple:
         return mlp_shapes(self.in_features, widths, self.out_features, self.has_out_bias)

@@ -126,11 +126,11 @@ def grow_stds(m, layer: int, widths: list[int], nus: list[float]) -> tuple[float
 
 
 def fresh_draws(m, generator: torch.Generator, old_widths: list[int], new_widths: list[int],
-                nus: list[float], dtype) -> torch.Tensor | None:
-    """Fresh entries of a resize old -> new widths of MLP `m` (or of a stack member), flat, in the
-    canonical draw order (models/awnn/storage.py, as capacity.entering_specs lists them): per
-    layer ℓ that grows, W_ℓ's new rows, then its new columns, then b_ℓ's new entries when they
-    are random. None if nothing grows."""
+                nus: list[float], dtype) -> list[torch.Tensor]:
+    """Fresh entries of a resize old -> new widths of MLP `m` (or of a stack member), one tensor
+    per block in the canonical draw order, shaped as capacity.entering_specs lists the blocks:
+    per layer ℓ that grows, W_ℓ's new rows, then its new columns, then b_ℓ's new entries when
+    they are random. Empty if nothing grows."""
     old = [m.in_features, *old_widths, m.out_features]
     new = [m.in_features, *new_widths, m.out_features]
     draws = []
@@ -140,8 +140,8 @@ def fresh_draws(m, generator: torch.Generator, old_widths: list[int], new_widths
             continue
         std, bias_std = grow_stds(m, layer, new_widths, nus)
         rows, cols = draw_weight(old_shape, new_shape, std, generator, dtype)
-        draws += [t.reshape(-1) for t in (rows, cols) if t is not None]
+        draws += [t for t in (rows, cols) if t is not None]
         if layer < m.num_hidden:
             fresh = draw_bias(old_shape[0], new_shape[0], bias_std, generator, dtype)
             draws += [fresh] if fresh is not None else []
-    return torch.cat(draws) if draws else None
+    return draws

@@ -11,6 +11,8 @@ from torch import nn
 
 from data.tensors import iterate
 
+FEW_CLASSES = 16          # below it, member_losses reduces over the class axis of [S, C, B]
+
 
 def _member_target(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if outputs.ndim != 3:
@@ -26,6 +28,10 @@ def _member_target(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def member_losses(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy per member, [S]: entry i is F.cross_entropy(outputs[i], target[i])."""
     target = _member_target(outputs, target)
+    if outputs.shape[-1] < FEW_CLASSES:
+        # torch's kernel over a short last axis is scalar; over axis 1 of [S, C, B] it gives the
+        # same floats about 1.3-4x faster (loss and gradient compared bit for bit in the tests)
+        return F.cross_entropy(outputs.transpose(1, 2), target, reduction="none").mean(1)
     per_sample = F.cross_entropy(outputs.flatten(0, 1), target.flatten(), reduction="none")
     return per_sample.view(target.shape).mean(1)
 
