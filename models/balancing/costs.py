@@ -53,7 +53,7 @@ class CostCache:
     def refresh(self, members: torch.Tensor | None = None) -> None:
         """Recompute from the parameters: all of them, or only the members where `members` [S]
         is True (the others keep their multiplicatively updated values)."""
-        if members is None:
+        if members is None or bool(members.all()):
             self.powered: dict[int, torch.Tensor] = {}
             for prm, x in self._fresh():
                 self.powered[id(prm)] = x

@@ -23,7 +23,8 @@ class _Term:
     h: int | None
 
 
-def _terms(groups: list[UnitGroup], p: float) -> list[_Term]:
+def _terms(groups: list[UnitGroup], p: float, powered_of) -> list[_Term]:
+    """The terms of R(u); `powered_of(group, param)` gives member_view(group, |param|^p)."""
     owners: dict[int, dict] = {}
     for k, grp in enumerate(groups):
         for side, slices in (("in", grp.incoming), ("out", grp.outgoing)):
@@ -32,7 +33,7 @@ def _terms(groups: list[UnitGroup], p: float) -> list[_Term]:
                 owner[side] = (k, member_dim(grp, s))
     terms = []
     for o in owners.values():
-        x = member_view(o["grp"], powered(o["x"], p))                 # [S, ...]
+        x = powered_of(o["grp"], o["x"])                               # [S, ...]
         gi, go = o.get("in"), o.get("out")
         if gi and go:
             keep = [0, gi[1], go[1]]
@@ -45,7 +46,7 @@ def _terms(groups: list[UnitGroup], p: float) -> list[_Term]:
         terms.append(_Term(c, gi[0] if gi else None, go[0] if go else None))
     for k, grp in enumerate(groups):
         if grp.recurrent is not None:
-            r = member_view(grp, powered(grp.recurrent, p))
+            r = powered_of(grp, grp.recurrent).clone()
             r.diagonal(dim1=-2, dim2=-1).zero_()                       # invariant (SPEC A.1)
             terms.append(_Term(r, k, k))
     return terms
@@ -57,12 +58,16 @@ def _bmv(m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 
 def newton_log_scales(groups: list[UnitGroup], p: float, tol: float, active: torch.Tensor,
-                      max_steps: int = 200) -> tuple[list[torch.Tensor], torch.Tensor]:
+                      max_steps: int = 200, cache=None) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Newton with preconditioned CG and backtracking on the strictly convex R(u) (NB Thm B.34).
 
     Returns log-scales [S, n_k] per group (zero for members outside `active` [S]) and the
-    Newton steps each member took [S]."""
-    terms = _terms(groups, p)
+    Newton steps each member took [S]. `cache`: a CostCache of these groups, fresh (its |w|^p
+    are reused, not recomputed)."""
+    if cache is not None:
+        terms = _terms(groups, p, lambda g, prm: cache.powered[id(prm)])
+    else:
+        terms = _terms(groups, p, lambda g, prm: member_view(g, powered(prm, p)))
     offsets = np.cumsum([0, *[g.size for g in groups]])
     n = int(offsets[-1])
     count = len(active)

@@ -133,7 +133,7 @@ def full_balance(model: nn.Module, p: float, tol: float = 1e-6, max_sweeps: int 
     sweeps = torch.zeros_like(before)
     newton = torch.zeros_like(before)
     if method == "direct":
-        u, newton = newton_log_scales(groups, p, tol, st.active)
+        u, newton = newton_log_scales(groups, p, tol, st.active, cache=cache)
         for g, lg, ug in zip(groups, logs, u):
             scale_members(g, ug.exp())
             lg += ug
@@ -141,16 +141,19 @@ def full_balance(model: nn.Module, p: float, tol: float = 1e-6, max_sweeps: int 
     rng = np.random.default_rng(seed)
     running = st.active.clone()
     imb = cache.imbalance()
+    fresh = True                     # the cache was just computed from the parameters
     # For "direct" these sweeps only polish float32 rounding, if at all.
     for _ in range(max_sweeps):
         below = running & (imb < tol)
         if below.any():
-            cache.refresh(below)     # the cache drifts from the rounded weights: check them
-            imb = cache.imbalance()
+            if not fresh:            # the cache drifts from the rounded weights: check them
+                cache.refresh(below)
+                imb = cache.imbalance()
             running &= ~(below & (imb < tol))
         if not running.any():
             break
         _sweep(groups, p, order, rng, logs, cache, running)
+        fresh = False
         sweeps += running
         imb = cache.imbalance()
     converged = imb < tol
