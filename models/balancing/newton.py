@@ -23,8 +23,12 @@ class _Term:
     h: int | None
 
 
-def _terms(groups: list[UnitGroup], p: float, powered_of) -> list[_Term]:
-    """The terms of R(u); `powered_of(group, param)` gives member_view(group, |param|^p)."""
+def _terms(groups: list[UnitGroup], p: float, cache=None) -> list[_Term]:
+    """The terms of R(u), from |w|^p: a fresh CostCache's when given, else computed."""
+    def powered_of(group, param):
+        return cache.powered[id(param)] if cache is not None else \
+            member_view(group, powered(param, p))
+
     owners: dict[int, dict] = {}
     for k, grp in enumerate(groups):
         for side, slices in (("in", grp.incoming), ("out", grp.outgoing)):
@@ -64,10 +68,7 @@ def newton_log_scales(groups: list[UnitGroup], p: float, tol: float, active: tor
     Returns log-scales [S, n_k] per group (zero for members outside `active` [S]) and the
     Newton steps each member took [S]. `cache`: a CostCache of these groups, fresh (its |w|^p
     are reused, not recomputed)."""
-    if cache is not None:
-        terms = _terms(groups, p, lambda g, prm: cache.powered[id(prm)])
-    else:
-        terms = _terms(groups, p, lambda g, prm: member_view(g, powered(prm, p)))
+    terms = _terms(groups, p, cache)
     offsets = np.cumsum([0, *[g.size for g in groups]])
     n = int(offsets[-1])
     count = len(active)
