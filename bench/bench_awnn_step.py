@@ -10,7 +10,10 @@ width moves on most steps, more often than in real training) and a width change 
 step ("every"); then the full ResNet20 on CIFAR-shaped inputs.
 Stacks: one step of S stacked AWNN MLPs against S unstacked steps (random data, widths free), and
 the first epochs of S seeds of the Spiral paper configuration (AWNN App. C: ν0 0.01, relu6,
-kaiming+, Adam 0.01, batch 128, σθ 10, widths shrinking from 232) trained stacked vs one by one. An AWNN step is the training loop's step with the AWNN regime: CE + the ELBO
+kaiming+, Adam 0.01, batch 128, σθ 10, widths shrinking from 232) trained stacked vs one by one,
+each drawing its batches and losses as the training loop does (experiments/train.py: `iterate`
+one by one; `iterate_members` and `member_losses` stacked, member i's batches those of its
+unstacked run). An AWNN step is the training loop's step with the AWNN regime: CE + the ELBO
 prior penalty (the weight prior's gradient added in the optimiser step, as the regime does it),
 backward, optimiser step, Algorithm 1's width update. Fixed steps are plain CE
 ("fixed") or CE + the same Gaussian prior on the weights ("+prior", i.e. L2: isolates the cost of
