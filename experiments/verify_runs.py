@@ -13,15 +13,12 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+from omegaconf import OmegaConf
 
+from data.inputs import check_inputs, one_line
 from data.paths import PROJECT_ROOT, resolve
 from experiments.identity import NOT_MEANINGFUL, flatten
 
-EMBEDDED = {"double_moon", "spiral", "spiral_hard", "circles", "digits"}
-# dataset.name -> the folder under data.root that holds its files (data/*.py, README "Data")
-REAL = {"mnist": "MNIST/raw", "fashion_mnist": "FashionMNIST/raw", "cifar10": "cifar-10-batches-py",
-        "cifar100": "cifar-100-python", "imdb": "imdb", "multi30k": "multi30k",
-        "nci1": "TUDataset/NCI1", "reddit_binary": "TUDataset/REDDIT-BINARY", "tu": "TUDataset/{tu_name}"}
 # Records whose first epochs moved with later code (float order, not the method) beyond even the
 # float-drift tolerance, for a known reason; verify samples another run of the same experiment
 # and lists these. Re-measured 2026-12-05 at code 4ecdf59e7e1a on the 2-core CPU.
@@ -134,16 +131,18 @@ def candidates(published: str, only: list[str] | None) -> list[tuple[str, list[P
 
 
 def available(config: dict, data_root: str) -> tuple[bool, str]:
-    """(whether the run's data is here, why not)."""
-    name = config["dataset"]["name"]
-    if name in EMBEDDED:
-        return True, ""
-    if name not in REAL:
-        return False, f"dataset {name}: no rule to find its files"
-    folder = resolve(data_root) / REAL[name].format(tu_name=config["dataset"].get("tu_name", ""))
-    if folder.is_dir() and any(folder.iterdir()):
-        return True, ""
-    return False, f"dataset {name}: {folder} is missing"
+    """(whether the run's data is here, why not): the check a run makes before it starts
+    (data/inputs.py, the loaders' own file search), with nothing fetched."""
+    dataset = OmegaConf.create(config["dataset"])
+    data = OmegaConf.create({**config.get("data", {}), "root": data_root, "download": False})
+    try:
+        check_inputs(dataset, data)
+    except KeyError:
+        return False, f"dataset {dataset.name}: unknown here"
+    except (OSError, ValueError) as err:       # the missing files and their folder, not the hints
+        why = one_line(err).split("; ")[0].split(" Put them there")[0]
+        return False, why if why.startswith(f"{dataset.name}:") else f"dataset {dataset.name}: {why}"
+    return True, ""
 
 
 def epochs_to_run(run: PublishedRun, k: int, budget_s: float) -> int:

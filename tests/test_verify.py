@@ -8,6 +8,7 @@ import pytest
 
 from data.paths import resolve
 from experiments import verify, verify_runs
+from tests.helpers import write_mnist_like
 
 DIGITS = resolve("results/published/runs/demo_digits")
 RUN = "digits-fcn-plain-s0-17e604f896"
@@ -36,7 +37,12 @@ def test_plan_picks_a_cpu_run_per_experiment_and_lists_missing_data(tmp_path):
     chosen, skipped = verify.plan(args)
     assert [r.experiment for r in chosen] == ["demo_digits"]
     assert chosen[0].device == "cpu" and chosen[0].k == 3
-    assert skipped == [("nb_table1", f"dataset mnist: {tmp_path}/MNIST/raw is missing")]
+    assert skipped == [("nb_table1", "mnist: train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+                        "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (raw or .gz) missing in "
+                        f"{tmp_path}/MNIST/raw")]
+    write_mnist_like(tmp_path)                          # the loaders' files: now it can run
+    chosen, skipped = verify.plan(args)
+    assert sorted(r.experiment for r in chosen) == ["demo_digits", "nb_table1"] and not skipped
 
 
 def test_eval_every_rounds_k_up_to_an_evaluated_epoch():
