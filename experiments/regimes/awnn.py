@@ -72,7 +72,7 @@ class AWNNRegime(Regime):
         self.n_train = n_train
         self.n: int | None = n_train
         self._model = self._mods = self._coef = None
-        self._theta, self._theta_key, self._slots = None, None, None
+        self._theta, self._theta_key = None, None
         self._hooked = None                 # the optimiser whose step applies the weight prior
 
     def before_training(self, ctx: RunContext) -> None:
@@ -88,28 +88,11 @@ class AWNNRegime(Regime):
         return self._mods
 
     def _theta_parameters(self, model, mods) -> list[torch.Tensor]:
-        """θ (every parameter but ν) in model order; after a resize replaced Parameters, the
-        resized modules' entries are swapped in place of the old ones (no walk over the model)."""
+        """θ (every parameter but ν) in model order, listed again only after a capacity change
+        replaced a module's θ Parameter (rare: models/awnn/capacity.py)."""
         key = tuple(m.storage_version for m in mods)
-        if key == self._theta_key:
-            return self._theta
-        old_key, self._theta_key = self._theta_key, key
-        if old_key is not None and len(old_key) == len(key) and self._slots is not None:
-            theta = list(self._theta)
-            for m, before, after, slots in zip(mods, old_key, key, self._slots):
-                own = _own_theta(m) if before != after else None
-                if own is not None and (len(own) != len(slots)
-                                        or not all(p.requires_grad for p in own)):
-                    break
-                for i, p in zip(slots, own or ()):
-                    theta[i] = p
-            else:
-                self._theta = theta
-                return theta
-        self._theta = theta_parameters(model, mods)
-        index = {id(p): i for i, p in enumerate(self._theta)}
-        slots = [[index.get(id(p)) for p in _own_theta(m)] for m in mods]
-        self._slots = None if any(i is None for s in slots for i in s) else slots
+        if key != self._theta_key:
+            self._theta, self._theta_key = theta_parameters(model, mods), key
         return self._theta
 
     def _theta_coef(self, mods, like: torch.Tensor) -> float | torch.Tensor:
@@ -217,8 +200,3 @@ class AWNNRegime(Regime):
     def load_state_dict(self, state: dict) -> None:
         if state.get("n") is not None:
             self.n = int(state["n"])
-
-
-def _own_theta(module) -> list[torch.Tensor]:
-    """An adaptive module's weights and biases: its flat θ (models/awnn/layout.py)."""
-    return [module.theta]

@@ -8,11 +8,9 @@ wider than its widths (models/awnn/capacity.py) is cut to them on loading.
 """
 from __future__ import annotations
 
-
 import torch
 
 from models.awnn.capacity import active_specs, capacity_for, gather, regions
-from models.awnn.layout import FlatLayout, mlp_shapes
 from models.awnn.storage import state_tensors
 from models.stacked.optim import load_member_optimizer_state, member_optimizer_state
 
@@ -54,11 +52,9 @@ class MemberState:
         sizes = [b.numel() for b in blocks]
         caps = self._saved_caps.get(i)
         if value.numel() != sum(sizes) and caps is not None:      # saved at an unstacked capacity
-            shapes = mlp_shapes(self.in_features, caps, self.out_features, self.has_out_bias)
-            widths = mlp_shapes(self.in_features, self._widths[i], self.out_features,
-                                self.has_out_bias)
-            if value.numel() == FlatLayout(shapes).numel:
-                value = gather(value, active_specs(FlatLayout(shapes), widths))
+            saved = self._layout_for(caps)
+            if value.numel() == saved.numel:
+                value = gather(value, active_specs(saved, self._shapes(self._widths[i])))
         if value.numel() != sum(sizes):
             raise ValueError(f"member state of {value.numel()} entries does not fit member {i}'s "
                              f"widths {self._widths[i]} ({sum(sizes)} entries)")

@@ -25,7 +25,6 @@ from models.awnn.capacity import (capacity_for, entering_specs, leaving_specs, n
                                   relaid, write_entries)
 from models.awnn.fused import AdaptiveForward
 from models.awnn.importance import Importance, ImportanceState, softplus_host, target_width
-from models.awnn.layout import FlatLayout, mlp_shapes
 from models.awnn.members import MemberState
 from models.awnn.mlp import AdaptiveMLP
 from models.awnn.storage import fresh_draws, make_generator, replace_theta, resized
@@ -60,8 +59,7 @@ class StackedAdaptiveMLP(MemberState, nn.Module):
         self._widths = [m.widths for m in members]
         caps = [max(w[layer] for w in self._widths) for layer in range(self.num_hidden)]
         self.raw_nu = nn.Parameter(torch.stack([m.raw_nu.detach() for m in members]).clone())
-        self.layout = FlatLayout(mlp_shapes(self.in_features, caps, self.out_features,
-                                            self.has_out_bias))
+        self.layout = self._layout_for(caps)
         self.theta = nn.Parameter(self.layout.pack([
             _stack_padded([m.pieces()[k] for m in members], shape)
             for k, shape in enumerate(self.layout.shapes)]))
@@ -250,8 +248,7 @@ class StackedAdaptiveMLP(MemberState, nn.Module):
                 draws += fresh
         write_entries(self.theta, optimizer, leave, enter, draws)
 
-    def _shapes(self, widths: list[int]) -> tuple:
-        return mlp_shapes(self.in_features, widths, self.out_features, self.has_out_bias)
+    _shapes, _layout_for = AdaptiveMLP._shapes, AdaptiveMLP._layout_for
 
     def _set_capacity(self, layer: int, cap: int, optimizer, keep_identity: bool = False) -> None:
         """Capacity of hidden layer `layer` -> cap, for every member (zero padding, or cutting
@@ -260,7 +257,7 @@ class StackedAdaptiveMLP(MemberState, nn.Module):
         self.storage_version += 1
         caps = self.capacities
         caps[layer] = cap
-        layout = FlatLayout(mlp_shapes(self.in_features, caps, self.out_features, self.has_out_bias))
+        layout = self._layout_for(caps)
         old_layout = self.layout
         replace_theta(self, lambda t: relaid(t, old_layout, layout), optimizer, keep_identity)
         self.layout = layout
